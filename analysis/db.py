@@ -1,0 +1,144 @@
+"""DuckDB views over a study's Parquet files: `trials`, `metrics`, `lag_curves`, and one view per
+query file in analysis/queries. The Parquet globs are read on every query, so new files show up
+without rebuilding; `study.duckdb` holds only these views (../shared/ECOSYSTEM.md §8).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+
+from study.results import TABLES, Store, schema
+
+QUERIES = Path(__file__).parent / "queries"
+GLOBS = {"trials": "parquet/trials/*.parquet", "metrics": "parquet/metrics/*/*.parquet",
+         "lag_curves": "parquet/lag_curves/*/*.parquet"}
+DUCK = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN", pa.string(): "VARCHAR"}
+
+
+def duck_type(t: pa.DataType) -> str:
+    return "TIMESTAMPTZ" if pa.types.is_timestamp(t) else DUCK.get(t, "VARCHAR")
+
+
+def query_names() -> list[str]:
+    return sorted(p.stem for p in QUERIES.glob("*.sql"))
+
+
+def query_text(name: str) -> str:
+    return (QUERIES / f"{name}.sql").read_text().strip().rstrip(";")
+
+
+def question(name: str) -> str:
+    first = (QUERIES / f"{name}.sql").read_text().splitlines()[0]
+    return first.lstrip("-").strip()
+
+
+def view_sql(store: Store, table: str) -> str:
+    """A view over the table's files, or a typed empty view while there are none yet (a view over
+    a glob that matches nothing fails in DuckDB)."""
+    base = store.path if "://" not in store.uri else store.uri
+    glob = f"{base.rstrip('/')}/{GLOBS[table]}"
+    has_files = bool(store.fs.get_file_info(_selector(store, table)))
+    if has_files:
+        return f"SELECT * FROM read_parquet('{glob}', union_by_name=true)"
+    cols = ", ".join(f"CAST(NULL AS {duck_type(f.type)}) AS \"{f.name}\"" for f in schema(table))
+    return f"SELECT {cols} WHERE false"
+
+
+def _selector(store: Store, table: str):
+    from pyarrow.fs import FileSelector
+    return FileSelector(store.join("parquet", table), allow_not_found=True, recursive=True)
+
+
+def create_views(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+    """In the connection's current database (`USE`), so the query views bind to its tables."""
+    for t in TABLES:
+        con.execute(f"CREATE OR REPLACE VIEW {t} AS {view_sql(store, t)}")
+    for name in query_names():
+        con.execute(f"CREATE OR REPLACE VIEW {name} AS {query_text(name)}")
+
+
+def connect(study_dir: str) -> duckdb.DuckDBPyConnection:
+    """An in-memory connection with the views (no file lock, so it never blocks another reader),
+    and a best-effort refresh of study.duckdb for other clients."""
+    store = Store(study_dir)
+    con = duckdb.connect()
+    create_views(con, store)
+    if "://" not in study_dir:
+        persist_views(store)
+    return con
+
+
+def persist_views(store: Store) -> None:
+    """Write study.duckdb in the v1.0.0 storage format, readable by the DuckDB CLI on PyPI."""
+    path = store.join("study.duckdb")
+    try:
+        con = duckdb.connect()
+        con.execute(f"ATTACH '{path}' AS s (STORAGE_VERSION 'v1.0.0')")
+        con.execute("USE s")
+        create_views(con, store)
+        con.execute("USE memory")
+        con.execute("DETACH s")
+        con.close()
+    except duckdb.Error:
+        pass    # another process holds the file: the in-memory views still answer
+
+
+def run_query(study_dir: str, query: str) -> tuple[list[str], list[tuple]]:
+    con = connect(study_dir)
+    sql = query_text(query) if query in query_names() else query
+    try:
+        cur = con.execute(sql)
+    except duckdb.Error as e:
+        from study.cli import UsageError
+        first = str(e).splitlines()[0]
+        raise UsageError(f"study sql: {first} (named queries: {', '.join(query_names()) or 'none'})") from None
+    cols = [d[0] for d in cur.description]
+    return cols, cur.fetchall()
+
+
+def describe(study_dir: str) -> str:
+    con = connect(study_dir)
+    lines = []
+    for (name,) in con.execute("SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1").fetchall():
+        cols = con.execute(f"DESCRIBE {name}").fetchall()
+        what = f"  -- {question(name)}" if name in query_names() else ""
+        lines.append(f"{name}{what}")
+        lines.append("  " + ", ".join(f"{c[0]} {c[1]}" for c in cols))
+    return "\n".join(lines)
+
+
+def _cell(v) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    return str(v)
+
+
+def print_result(result: tuple[list[str], list[tuple]], fmt: str = "table", out=None) -> None:
+    cols, rows = result
+    out = out or sys.stdout
+    if fmt == "csv":
+        w = csv.writer(out)
+        w.writerow(cols)
+        w.writerows(rows)
+    elif fmt == "json":
+        json.dump([dict(zip(cols, r)) for r in rows], out, default=str, indent=1)
+        out.write("\n")
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+        tbl = pa.Table.from_pylist([dict(zip(cols, r)) for r in rows])
+        pq.write_table(tbl, sys.stdout.buffer if out is sys.stdout else out)
+    else:
+        text = [[_cell(v) for v in r] for r in rows]
+        widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(cols)]
+        out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip() + "\n")
+        out.write("  ".join("-" * w for w in widths) + "\n")
+        for r in text:
+            out.write("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() + "\n")
+        out.write(f"({len(rows)} rows)\n")

@@ -1,0 +1,196 @@
+"""The `study` command: parses, calls, prints (DESIGN.md, "Command line").
+
+Exit codes: 0 success, 2 bad input (spec, arguments, folder), 1 anything else; the reason on stderr.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+from pyarrow.fs import FileSelector
+
+from study.config import SpecError, cells, load_spec, parse_spec, spec_fingerprint
+
+
+class UsageError(Exception):
+    """Bad arguments or folder: exit 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message):       # argparse exits 2 too, but we want our one-line format
+        raise UsageError(f"study: {message}")
+
+
+def study_dir_of(root: str, name: str) -> str:
+    return f"{root.rstrip('/')}/{name}"
+
+
+def open_study(path: str):
+    """A results folder -> (Store, Spec), or UsageError when it is not one."""
+    from study.results import Store
+    store = Store(path)
+    text = store.read_bytes("spec.yaml")
+    if text is None:
+        raise UsageError(f"{path}: not a study folder (no spec.yaml); run `study run SPEC` first")
+    try:
+        return store, parse_spec(text.decode(), f"{path}/spec.yaml")
+    except SpecError as e:
+        raise UsageError(str(e)) from None
+
+
+def cmd_run(a) -> int:
+    from study.results import Store
+    spec = load_spec(a.spec)
+    text = Path(a.spec).read_text()
+    grid = cells(spec)
+    n = len(grid) * spec.trials_per_cell * len(spec.seeds)
+    if a.dry_run:
+        print(f"study {spec.study}: {len(grid)} cells x {spec.trials_per_cell} trials x "
+              f"{len(spec.seeds)} seeds = {n} trials")
+        for c in grid:
+            print(f"  {c.id}  {c.label}")
+        return 0
+    path = study_dir_of(a.results, spec.study)
+    store = Store(path)
+    old = store.read_bytes("spec.yaml")
+    if old is not None:
+        if spec_fingerprint(old.decode()) == spec_fingerprint(text) and not a.force_new:
+            raise UsageError(f"{path}: already holds study {spec.study!r}; continue it with "
+                             f"`study resume {path}`")
+        if not a.force_new:
+            raise UsageError(f"{path}: holds study {spec.study!r} with a different spec; "
+                             f"resume it, or pass --force-new to move it aside and start again")
+        if "://" in path:
+            raise UsageError(f"{path}: --force-new cannot move a remote folder; delete it yourself")
+        aside = f"{store.path}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+        shutil.move(store.path, aside)
+        print(f"moved the old study to {aside}", file=sys.stderr)
+        store = Store(path)
+    elif store.fs.get_file_info(FileSelector(store.path, allow_not_found=True)):
+        raise UsageError(f"{path}: exists and is not a memscale study folder; choose another --results")
+    store.write_bytes(text.encode(), "spec.yaml")
+    from study.sweep import run_study
+    return run_study(spec, store, a.address)
+
+
+def cmd_resume(a) -> int:
+    store, spec = open_study(a.dir)
+    from study.sweep import run_study
+    return run_study(spec, store, a.address)
+
+
+def cmd_status(a) -> int:
+    store, spec = open_study(a.dir)
+    from study.sweep import make_trial_id, pid_alive
+    rows = {r["trial_id"]: r for r in store.trial_rows()}
+    grid = cells(spec)
+    per_cell = spec.trials_per_cell * len(spec.seeds)
+    done_cells, best = 0, []
+    for c in grid:
+        ids = [make_trial_id(c, k, s) for k in range(spec.trials_per_cell) for s in spec.seeds]
+        got = [rows[i] for i in ids if i in rows]
+        done_cells += len(got) == per_cell
+        scored = [r for r in got if r.get("memory_length") is not None]
+        top = max(scored, key=lambda r: r["memory_length"], default=None)
+        best.append((c, len(got), top))
+    total = len(grid) * per_cell
+    print(f"study {spec.study}: cells done {done_cells}/{len(grid)}, trials finished {len(rows)}/{total}")
+    counts = Counter(r["status"] for r in rows.values())
+    print("trials by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
+    raw = store.read_bytes("driver.json")
+    info = json.loads(raw) if raw else {}
+    import socket
+    running = bool(info) and info.get("host") == socket.gethostname() and pid_alive(info.get("pid", -1))
+    print(f"driver: {'running, pid ' + str(info['pid']) if running else 'not running'}")
+    print("best trial per cell (memory_length):")
+    for c, n, top in best:
+        desc = f"{top['trial_id']} L*={top['memory_length']}" if top else "-"
+        print(f"  {c.id} {c.label:<40} {n}/{per_cell} finished  best {desc}")
+    return 0
+
+
+def cmd_sql(a) -> int:
+    from analysis.db import print_result, run_query, describe
+    store, _ = open_study(a.dir)
+    if a.query is None:
+        print(describe(store.uri))
+        return 0
+    print_result(run_query(store.uri, a.query), a.format)
+    return 0
+
+
+def cmd_report(a) -> int:
+    from analysis.report import write_report
+    store, spec = open_study(a.dir)
+    out = write_report(store.uri, spec)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_list(a) -> int:
+    from study.registry import MODELS, TASKS
+    import study.models  # noqa: F401
+    import study.tasks  # noqa: F401
+    for title, reg in (("archs", MODELS), ("tasks", TASKS)):
+        print(f"{title}:")
+        for n in reg.names():
+            e = reg.get(n)
+            paper = f" [{e.paper}]" if e.paper else ""
+            print(f"  {n:<22} {e.description}{paper}")
+    return 0
+
+
+def parser() -> Parser:
+    p = Parser(prog="study", description="memscale: memory length per unit of compute")
+    sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
+    r = sub.add_parser("run", help="validate a spec and run every cell of its grid")
+    r.add_argument("spec")
+    r.add_argument("--results", default="results", help="results root (path or URI); default ./results")
+    r.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
+    r.add_argument("--dry-run", action="store_true", help="validate and print the cells and trial count")
+    r.add_argument("--force-new", action="store_true", help="move an existing study folder aside and start again")
+    r.set_defaults(fn=cmd_run)
+    s = sub.add_parser("resume", help="continue a study after a crash or a stop")
+    s.add_argument("dir")
+    s.add_argument("--address", default=None)
+    s.set_defaults(fn=cmd_resume)
+    s = sub.add_parser("status", help="cells and trials done, by status, best per cell")
+    s.add_argument("dir")
+    s.set_defaults(fn=cmd_status)
+    s = sub.add_parser("sql", help="run SQL or a named query over the study's tables")
+    s.add_argument("dir")
+    s.add_argument("query", nargs="?", help="SQL text or the name of a file in analysis/queries")
+    s.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    s.set_defaults(fn=cmd_sql)
+    s = sub.add_parser("report", help="write figures and report.html")
+    s.add_argument("dir")
+    s.set_defaults(fn=cmd_report)
+    s = sub.add_parser("list", help="registered archs and tasks")
+    s.set_defaults(fn=cmd_list)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        a = parser().parse_args(argv)
+        return a.fn(a)
+    except (SpecError, UsageError) as e:
+        print(str(e), file=sys.stderr)
+        return 2
+    except BrokenPipeError:         # `study sql ... | head`
+        return 0
+    except KeyboardInterrupt:
+        print("interrupted; continue with `study resume DIR`", file=sys.stderr)
+        return 1
+    except Exception as e:          # noqa: BLE001 - the contract is one line and exit 1
+        print(f"study: error: {type(e).__name__}: {e}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

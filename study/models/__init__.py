@@ -1,0 +1,10 @@
+"""Architecture registry: importing this package registers every family."""
+from study.models import rnn, tcn, transformer  # noqa: F401  (registration side effects)
+from study.models.base import ModelConfig, SequenceModel, detach_state
+from study.registry import IO, MODELS
+
+__all__ = ["IO", "MODELS", "ModelConfig", "SequenceModel", "build_model", "detach_state"]
+
+
+def build_model(arch: str, cfg: ModelConfig, io: IO, seq_len: int, window: int | None) -> SequenceModel:
+    return MODELS.get(arch).cls(cfg, io, seq_len, window)

@@ -1,0 +1,52 @@
+"""Elman RNN, LSTM and GRU on PyTorch's fused modules (cuDNN on GPU, one call per chunk on CPU).
+
+LSTM: Hochreiter & Schmidhuber 1997; GRU: Cho et al. 2014; tanh RNN: Elman 1990.
+"""
+from __future__ import annotations
+
+from torch import nn
+
+from study.models.base import ModelConfig, SequenceModel
+from study.registry import MODELS
+
+
+class RNNConfig(ModelConfig):
+    pass
+
+
+class _Fused(SequenceModel):
+    recurrent = True
+    module: type[nn.RNNBase]
+    gates = 1           # weight blocks per layer: 1 (rnn), 3 (gru), 4 (lstm)
+    states = 1          # tensors carried: h, or (h, c)
+
+    def __init__(self, cfg, io, seq_len, window):
+        super().__init__(cfg, io, seq_len, window)
+        self.rnn = self.module(cfg.d_model, cfg.d_model, num_layers=cfg.n_layers, batch_first=True,
+                               dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
+
+    def mix(self, h, state):
+        return self.rnn(h, state)               # (B, T, D), state (n_layers, B, D) each
+
+    def state_size(self, seq_len, window):
+        return self.states * self.cfg.n_layers * self.cfg.d_model
+
+    def core_flops(self, seq_len, window):
+        d = self.cfg.d_model
+        # per layer: input and recurrent matmuls (2 x d x gates*d each, a multiply-add = 2 FLOPs)
+        return self.cfg.n_layers * self.gates * 2 * (2 * d * d)
+
+
+@MODELS.register("rnn", RNNConfig, "tanh Elman RNN (fused nn.RNN)", "Elman 1990")
+class RNN(_Fused):
+    module = nn.RNN
+
+
+@MODELS.register("lstm", RNNConfig, "LSTM (fused nn.LSTM)", "Hochreiter & Schmidhuber 1997")
+class LSTM(_Fused):
+    module, gates, states = nn.LSTM, 4, 2
+
+
+@MODELS.register("gru", RNNConfig, "GRU (fused nn.GRU)", "Cho et al. 2014")
+class GRU(_Fused):
+    module, gates = nn.GRU, 3

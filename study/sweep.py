@@ -1,0 +1,383 @@
+"""Run a study: every grid cell in one Ray Tune experiment, one Optuna study per cell.
+
+The only module that imports Ray or Optuna. Why it is built this way (../shared/ECOSYSTEM.md §2-6):
+`Tuner.restore` loses trials created after its last snapshot, reruns some finished ones and leaves
+Optuna trials RUNNING forever. So memscale keeps its own ground truth instead:
+- trial ids are deterministic, `<cell>-t<slot>-s<seed>`, so a rerun writes the same files;
+- a trial checkpoints itself to `checkpoints/<trial_id>.pt` (model, optimiser, RNG, step and the
+  rows it reported), so a retried or resumed trial continues and re-sends rows a dead driver lost;
+- the `trials` Parquet table says which trials are finished; the Optuna journal holds each cell's
+  search, and trials a dead driver left RUNNING are failed and their configurations asked again.
+`study run` and `study resume` both start one Tune experiment over the trials not yet finished.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+import ray
+import torch
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.storages import JournalStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from ray import tune
+from ray.tune import Callback, FailureConfig, RunConfig, TuneConfig, Tuner
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import Searcher
+
+import study
+from study.config import Budget, Cell, Dist, Spec, cells, flat_params, given_values, resolve, searched
+from study.results import Store
+from study.train import train
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+FAILED = ("diverged", "oom", "timeout", "error")
+
+
+def make_trial_id(cell: Cell, slot: int, seed: int) -> str:
+    return f"{cell.id}-t{slot:03d}-s{seed}"
+
+
+def code_version() -> str:
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=Path(study.__file__).parent,
+                             capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        rev = ""
+    return f"{study.__version__}+{rev}" if rev else study.__version__
+
+
+def optuna_dist(d: Dist):
+    if d.kind == "int":
+        return IntDistribution(int(d.low), int(d.high), log=d.log)
+    if d.kind == "float":
+        return FloatDistribution(d.low, d.high, log=d.log)
+    return CategoricalDistribution(list(d.choices))
+
+
+def grid_values(d: Dist) -> list:
+    """The points the `grid` sampler walks: every choice or integer; 5 points of a float range."""
+    if d.kind == "choice":
+        return list(d.choices)
+    if d.kind == "int":
+        return list(range(int(d.low), int(d.high) + 1))
+    import numpy as np
+    pts = np.geomspace(d.low, d.high, 5) if d.log else np.linspace(d.low, d.high, 5)
+    return [float(p) for p in pts]
+
+
+def make_sampler(spec: Spec, dists: dict[str, Dist], seed: int):
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    if spec.sampler == "grid":
+        return optuna.samplers.GridSampler({k: grid_values(d) for k, d in dists.items()}, seed=seed)
+    if spec.sampler == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed)
+
+
+def objective_values(spec: Spec, rows: list[dict]) -> list[float] | None:
+    vals = []
+    for o in spec.objectives:
+        xs = [r.get(o.metric) for r in rows]
+        if any(x is None for x in xs):
+            return None
+        vals.append(sum(float(x) for x in xs) / len(xs))   # mean over seeds
+    return vals
+
+
+@dataclass
+class Slot:
+    cell: Cell
+    index: int
+    number: int | None = None          # the Optuna trial number, once asked
+    params: dict | None = None
+    told: bool = False
+    issued: bool = False               # queued or running in this driver
+    rows: dict[str, dict] = field(default_factory=dict)   # finished seeds: trial_id -> trials row
+
+
+class CellSearcher(Searcher):
+    """One Ray Tune searcher over all cells; inside each cell an Optuna study asked and told by
+    hand. Slots are issued round-robin over cells so every cell makes progress together."""
+
+    def __init__(self, spec: Spec, store: Store, journal: str, finished: dict[str, dict]):
+        super().__init__()
+        self.spec, self.store = spec, store
+        self.dists = searched(spec)
+        self.odists = {k: optuna_dist(d) for k, d in self.dists.items()}
+        storage = JournalStorage(JournalFileBackend(journal))
+        directions = ["maximize" if o.mode == "max" else "minimize" for o in spec.objectives]
+        self.studies, self.slots, self.queue, self.live = {}, [], [], {}
+        self.by_trial: dict[str, Slot] = {}
+        grid = cells(spec)
+        for c in grid:
+            self.studies[c.index] = optuna.create_study(
+                study_name=c.label, storage=storage, directions=directions, load_if_exists=True,
+                sampler=make_sampler(spec, self.dists, seed=c.index))
+        for k in range(spec.trials_per_cell):
+            for c in grid:
+                slot = Slot(c, k)
+                self.slots.append(slot)
+                for s in spec.seeds:
+                    tid = make_trial_id(c, k, s)
+                    self.by_trial[tid] = slot
+                    if tid in finished:
+                        slot.rows[tid] = finished[tid]
+        self._recover()
+
+    def _recover(self) -> None:
+        """Reconcile the Optuna journal with the trials table after any earlier driver: a slot's
+        latest Optuna trial gives its configuration; one left RUNNING by a dead driver is failed
+        and its configuration asked again; a slot already told is never told twice."""
+        by_key = {(s.cell.index, s.index): s for s in self.slots}
+        for ci, st in self.studies.items():
+            for t in st.get_trials(deepcopy=False):          # in order: the latest trial wins
+                slot = by_key.get((ci, t.user_attrs.get("slot")))
+                if slot is None:
+                    continue
+                if t.state in (TrialState.RUNNING, TrialState.WAITING):
+                    st.tell(t.number, state=TrialState.FAIL)
+                finished_seeds = len(slot.rows) == len(self.spec.seeds)
+                told = t.state in (TrialState.COMPLETE, TrialState.PRUNED) or (
+                    t.state == TrialState.FAIL and finished_seeds)
+                slot.params, slot.told = dict(t.params), told
+                slot.number = t.number if told else None
+
+    def total(self) -> int:
+        return len(self.by_trial)
+
+    def remaining(self) -> int:
+        return sum(len(self.spec.seeds) - len(s.rows) for s in self.slots)
+
+    def _ask(self, slot: Slot) -> None:
+        st = self.studies[slot.cell.index]
+        if slot.params is not None:   # a configuration re-asked after a crash keeps its values
+            st.enqueue_trial(slot.params, skip_if_exists=False)
+        t = st.ask(self.odists)
+        t.set_user_attr("slot", slot.index)
+        slot.number, slot.params = t.number, dict(t.params)
+
+    def suggest(self, trial_id: str):
+        if not self.queue:
+            for slot in self.slots:
+                todo = [s for s in self.spec.seeds if make_trial_id(slot.cell, slot.index, s) not in slot.rows]
+                if todo and not slot.issued:
+                    if slot.number is None:
+                        self._ask(slot)
+                    slot.issued = True
+                    self.queue.extend((slot, s) for s in todo)   # every seed shares the configuration
+                    break
+        if not self.queue:
+            return Searcher.FINISHED
+        slot, seed = self.queue.pop(0)
+        tid = make_trial_id(slot.cell, slot.index, seed)
+        self.live[trial_id] = tid
+        values = {**given_values(self.spec, slot.cell, slot.params), "seed": seed}
+        return {"study": self.spec.study, "study_dir": self.store.uri, "trial_id": tid,
+                "cell": slot.cell.label, "values": values, "budget": self.spec.budget.model_dump(),
+                "cpus": self.spec.resources.cpu}
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        tid = self.live.pop(trial_id, None)      # Ray's trial id -> memscale's
+        if tid is None:
+            return
+        slot = self.by_trial[tid]
+        status = "error" if error or not result else result.get("status", "error")
+        if status == "running":
+            status = "pruned"
+        slot.rows[tid] = {**(result or {}), "status": status}
+        if len(slot.rows) < len(self.spec.seeds) or slot.told or slot.number is None:
+            return
+        st = self.studies[slot.cell.index]
+        statuses = {r["status"] for r in slot.rows.values()}
+        values = objective_values(self.spec, list(slot.rows.values()))
+        if statuses == {"completed"} and values is not None:
+            st.tell(slot.number, values)
+        elif "pruned" in statuses:
+            st.tell(slot.number, state=TrialState.PRUNED)
+        else:
+            st.tell(slot.number, state=TrialState.FAIL)
+        slot.told = True
+
+    def save(self, checkpoint_path: str) -> None:
+        # Nothing to snapshot: the state is rebuilt from the trials table and the Optuna journal.
+        Path(checkpoint_path).write_text("{}")
+
+    def restore(self, checkpoint_path: str) -> None:
+        pass
+
+
+def trial_fn(config: dict) -> None:
+    """A Ray Tune function trainable: one trial, continuing from its own checkpoint if it has one."""
+    torch.set_num_threads(max(1, int(config["cpus"])))   # no oversubscription: the CPUs it was given
+    store, tid = Store(config["study_dir"]), config["trial_id"]
+    blob = store.read_bytes("checkpoints", f"{tid}.pt")
+    resume = torch.load(io.BytesIO(blob), weights_only=False) if blob else None
+    history: list = list(resume["history"]) if resume else []
+    replay: list = list(history)          # rows a dead driver may not have written: sent again
+    node = ray.get_runtime_context().get_node_id()
+
+    def send(metrics: dict, curve: list) -> None:
+        nonlocal replay
+        result = {**metrics, "node": node, "lag_curve": curve}
+        if replay:
+            result["replay"], replay = replay, []
+        tune.report(result)
+
+    if resume and resume.get("final"):
+        metrics, curve = history[-1]
+        replay = history[:-1]
+        send(metrics, curve)
+        return
+
+    def report(metrics: dict, curve: list, ckpt: dict | None) -> None:
+        history.append((metrics, curve))
+        if ckpt is not None:
+            buf = io.BytesIO()
+            torch.save({**ckpt, "history": history, "final": metrics["status"] != "running"}, buf)
+            store.write_bytes(buf.getvalue(), "checkpoints", f"{tid}.pt")
+        send(metrics, curve)
+
+    train(config["values"], Budget(**config["budget"]), report, resume)
+
+
+def error_line(trial) -> str:
+    try:
+        text = str(trial.get_pickled_error() or "") or Path(trial.error_file).read_text()
+    except Exception:                                  # noqa: BLE001 - best effort for a message
+        text = "trial failed"
+    lines = [ln.strip() for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "trial failed")[:1000]
+
+
+class ResultsCallback(Callback):
+    """Writes the Parquet tables from the driver, and prints progress."""
+
+    def __init__(self, spec: Spec, store: Store, searcher: CellSearcher, version: str):
+        self.spec, self.store, self.searcher, self.version = spec, store, searcher, version
+        self.t0 = time.time()
+        self.best: dict[str, Any] = {}
+        self.counts: dict[str, int] = {}
+
+    def _trial_row(self, trial, result: dict, status: str, error: str | None) -> dict:
+        cfg = trial.config
+        values = cfg["values"]
+        r = resolve(values)
+        return {**flat_params(r), **result, "study": self.spec.study, "trial_id": cfg["trial_id"],
+                "cell": cfg["cell"], "arch": r.arch, "task": r.task, "seed": values.get("seed", 0),
+                "status": status, "error": error, "code_version": self.version}
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        tid = trial.config["trial_id"]
+        for m, c in result.get("replay", []):
+            self.store.write_report(self.spec.study, tid, m, c)
+        self.store.write_report(self.spec.study, tid, result, result["lag_curve"])
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        result = dict(trial.last_result or {})
+        status = result.get("status", "error")
+        if status == "running":     # stopped by the scheduler before its budget ran out
+            status = "pruned"
+        self._finish(trial, result, status, result.get("error"))
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        result = dict(trial.last_result or {})
+        self._finish(trial, result, "error", error_line(trial))
+
+    def _finish(self, trial, result: dict, status: str, error: str | None) -> None:
+        row = self._trial_row(trial, result, status, error)
+        self.store.write_trial(row)
+        if result.get("iteration"):
+            self.store.drop_after(row["trial_id"], int(result["iteration"]))
+        self.counts[status] = self.counts.get(status, 0) + 1
+        key = row["cell"]
+        if row.get("memory_length") is not None:
+            self.best[key] = max(self.best.get(key, 0), row["memory_length"])
+        self.progress()
+
+    def progress(self) -> None:
+        s = self.searcher
+        done = s.total() - s.remaining()
+        counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
+        best = max(self.best.items(), key=lambda kv: kv[1], default=None)
+        best_s = f" | best L* {best[1]} ({best[0]})" if best else ""
+        print(f"[{self.spec.study}] {time.time() - self.t0:6.0f}s  trials finished {done}/{s.total()} "
+              f"({counts}) | running {len(s.live)}{best_s}", flush=True)
+
+
+def acquire_driver_lock(store: Store) -> None:
+    """At most one driver per study: a second one would write the same files."""
+    raw = store.read_bytes("driver.json")
+    if raw:
+        info = json.loads(raw)
+        if info.get("host") == socket.gethostname() and pid_alive(info.get("pid", -1)):
+            raise RuntimeError(f"a driver (pid {info['pid']}) is already running this study")
+    store.write_bytes(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
+                                  "started": time.time()}).encode(), "driver.json")
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+def journal_path(store: Store) -> str:
+    """The Optuna journal must be a local file; a remote study keeps it in a local cache folder."""
+    if "://" not in store.uri:
+        return store.join("optuna.journal")
+    cache = Path.home() / ".cache" / "memscale" / store.uri.replace("://", "_").replace("/", "_")
+    cache.mkdir(parents=True, exist_ok=True)
+    return str(cache / "optuna.journal")
+
+
+def run_study(spec: Spec, store: Store, address: str | None = None) -> int:
+    """Run (or continue) every trial of the study that has no row in `trials` yet."""
+    acquire_driver_lock(store)
+    finished = {r["trial_id"]: r for r in store.trial_rows()}
+    searcher = CellSearcher(spec, store, journal_path(store), finished)
+    todo = searcher.remaining()
+    print(f"[{spec.study}] {len(cells(spec))} cells, {searcher.total()} trials, {todo} to run", flush=True)
+    if todo == 0:
+        return 0
+    # memscale writes its own tables; Ray's CSV/JSON/TensorBoard loggers would choke on lag curves
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False,
+                 logging_level="ERROR", configure_logging=True)
+    scheduler = None
+    if spec.scheduler and spec.scheduler.asha:
+        o = spec.objectives[0]
+        a = spec.scheduler.asha
+        scheduler = ASHAScheduler(metric=o.metric, mode=o.mode, time_attr="iteration",
+                                  max_t=max(1, spec.budget.steps // spec.budget.eval_every),
+                                  grace_period=a.grace_period, reduction_factor=a.reduction_factor)
+    callback = ResultsCallback(spec, store, searcher, code_version())
+    storage = store.uri if "://" in store.uri else store.path
+    tuner = Tuner(
+        tune.with_resources(trial_fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
+        tune_config=TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=todo,
+                               max_concurrent_trials=spec.max_concurrent, reuse_actors=False),
+        run_config=RunConfig(name=f"ray/run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
+                             failure_config=FailureConfig(max_failures=spec.max_failures),
+                             callbacks=[callback], verbose=0),
+    )
+    tuner.fit()
+    left = searcher.remaining()
+    print(f"[{spec.study}] done in {time.time() - callback.t0:.0f}s; {searcher.total() - left} of "
+          f"{searcher.total()} trials finished", flush=True)
+    return 0 if left == 0 else 1
+

@@ -1,0 +1,10 @@
+"""Task registry: importing this package registers every task."""
+from study.registry import TASKS
+from study.tasks import copy  # noqa: F401  (registration side effects)
+from study.tasks.base import Batch, Task, TaskConfig
+
+__all__ = ["TASKS", "Batch", "Task", "TaskConfig", "build_task"]
+
+
+def build_task(name: str, cfg: TaskConfig) -> Task:
+    return TASKS.get(name).cls(cfg)

@@ -1,0 +1,65 @@
+"""The interface every memory task implements (DESIGN.md, "Tasks" and "Memory length").
+
+A task plants a dependency `lag` steps back, generates batches deterministically from a
+torch.Generator, marks which positions are scored, and knows its chance level and the loss of
+the best model that ignores the planted information.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from study.registry import IO
+
+
+class TaskConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    lag: int = Field(16, ge=1)
+    lag_dist: Literal["uniform", "fixed"] = "uniform"   # training lags: U{1..lag} or always lag
+
+
+@dataclass
+class Batch:
+    x: torch.Tensor        # (B, T) long token ids, or (B, T, D_in) float features
+    y: torch.Tensor        # (B, T) long targets, or (B, T, O) float targets
+    mask: torch.Tensor     # (B, T) bool: the scored positions
+    lag: torch.Tensor      # (B,) the lag planted in each sequence
+
+    def to(self, device) -> "Batch":
+        return Batch(self.x.to(device), self.y.to(device), self.mask.to(device), self.lag.to(device))
+
+
+class Task:
+    kind: Literal["classification", "regression"] = "classification"
+    io: IO
+    chance: float = 0.0
+
+    def __init__(self, cfg: TaskConfig):
+        self.cfg = cfg
+
+    def default_seq_len(self, lag: int | None = None) -> int:
+        """The sequence length that holds a dependency of `lag` (default: the trained lag)."""
+        raise NotImplementedError
+
+    def lags(self, n: int, gen: torch.Generator) -> torch.Tensor:
+        if self.cfg.lag_dist == "fixed":
+            return torch.full((n,), self.cfg.lag, dtype=torch.long)
+        return torch.randint(1, self.cfg.lag + 1, (n,), generator=gen)
+
+    def sample(self, n: int, gen: torch.Generator, lag: int | None = None, seq_len: int | None = None) -> Batch:
+        """n sequences; `lag` fixes every sequence's lag (evaluation), else the training distribution."""
+        raise NotImplementedError
+
+    def loss(self, out: torch.Tensor, b: Batch) -> torch.Tensor:
+        """Mean loss over the scored positions. out: (B, T, O)."""
+        if self.kind == "classification":
+            return F.cross_entropy(out[b.mask], b.y[b.mask])
+        return F.mse_loss(out[b.mask], b.y[b.mask])
+
+    def baseline_loss(self) -> float:
+        """Loss on scored positions of the best predictor that ignores the planted information."""
+        raise NotImplementedError

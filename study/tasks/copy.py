@@ -1,0 +1,64 @@
+"""Copy memory (Arjovsky, Shah & Bengio 2016; Bai et al. 2018, locuslab/TCN copy_memory).
+
+Tokens: 0 blank, 1..alphabet symbols, alphabet+1 the marker. A sequence of lag l is
+`[pad blanks] [n_symbols symbols] [l blanks] [marker] [n_symbols blanks]`; the model must output
+the symbols, in order, at the last n_symbols positions (the only scored positions). Every
+sequence in a batch has the same length (the longest lag's), shorter lags are left-padded.
+
+Example (n_symbols=2, alphabet=3, lag=2, marker 4):
+    x = 3 1 0 0 4 0 0          y (scored) = . . . . . 3 1
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from pydantic import Field
+
+from study.registry import IO, TASKS
+from study.tasks.base import Batch, Task, TaskConfig
+
+
+class CopyConfig(TaskConfig):
+    n_symbols: int = Field(10, ge=1)
+    alphabet: int = Field(8, ge=2)
+
+
+@TASKS.register("copy", CopyConfig, "copy memory: recall n symbols after lag blanks and a marker",
+                "Arjovsky et al. 2016; Bai et al. 2018")
+class Copy(Task):
+    kind = "classification"
+
+    def __init__(self, cfg: CopyConfig):
+        super().__init__(cfg)
+        self.io = IO(d_out=cfg.alphabet + 2, vocab_size=cfg.alphabet + 2)
+        self.chance = 1.0 / cfg.alphabet
+        self.marker = cfg.alphabet + 1
+
+    def default_seq_len(self, lag=None):
+        return (lag or self.cfg.lag) + 2 * self.cfg.n_symbols + 1
+
+    def sample(self, n, gen, lag=None, seq_len=None):
+        c = self.cfg
+        lags = torch.full((n,), lag, dtype=torch.long) if lag else self.lags(n, gen)
+        T = seq_len or self.default_seq_len(lag)
+        if T < int(lags.max()) + 2 * c.n_symbols + 1:
+            raise ValueError(f"seq_len {T} cannot hold lag {int(lags.max())} with {c.n_symbols} symbols")
+        symbols = torch.randint(1, c.alphabet + 1, (n, c.n_symbols), generator=gen)
+        x = torch.zeros(n, T, dtype=torch.long)
+        # the recall block is always the last n_symbols positions, the marker just before it
+        start = T - 2 * c.n_symbols - 1 - lags                                  # (B,)
+        cols = start[:, None] + torch.arange(c.n_symbols)                       # (B, n)
+        x.scatter_(1, cols, symbols)
+        x[:, T - c.n_symbols - 1] = self.marker
+        y = torch.zeros(n, T, dtype=torch.long)
+        y[:, T - c.n_symbols:] = symbols
+        mask = torch.zeros(n, T, dtype=torch.bool)
+        mask[:, T - c.n_symbols:] = True
+        return Batch(x, y, mask, lags)
+
+    def baseline_loss(self):
+        # convention: loss averaged over the scored (recall) positions only, so the memoryless
+        # predictor (uniform over the alphabet) scores ln(alphabet). The TCN paper averages over
+        # all T+20 positions instead: n_symbols * ln(alphabet) / (lag + 2 n_symbols).
+        return math.log(self.cfg.alphabet)

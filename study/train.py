@@ -1,0 +1,151 @@
+"""One trial: build the task and model, train with a truncation window, measure memory length.
+
+Pure PyTorch: no Ray, no Optuna. `train` calls `report(metrics, lag_curve, checkpoint)` at every
+evaluation; the sweep turns that into a Tune report, a test into a list.
+"""
+from __future__ import annotations
+
+import math
+import platform
+import resource
+import time
+from typing import Any, Callable
+
+import torch
+
+from study.config import Budget, Resolved, flat_params, resolve, seq_len_of
+from study.memory import evaluate, is_oom, ladder, memory_length
+from study.models import build_model, detach_state
+from study.tasks import build_task
+
+TERMINAL = ("completed", "pruned", "diverged", "oom", "timeout", "error")
+Report = Callable[[dict, list, "dict | None"], None]
+
+
+def pick_device() -> torch.device:
+    # Ray hides GPUs a trial did not ask for (CUDA_VISIBLE_DEVICES), so this follows the spec.
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def peak_mem_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device))
+    # ru_maxrss: the process's resident high-water mark, in KiB on Linux
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+
+
+def train_step(model, task, batch, window: int | None, opt, grad_clip: float) -> float:
+    """One optimiser step on one batch. Recurrent models with a window run truncated BPTT: the
+    state carries across chunks of `window` steps, the gradient is cut at each boundary, and the
+    chunk losses are weighted so the total equals the full-sequence mean loss."""
+    opt.zero_grad(set_to_none=True)
+    T = batch.x.shape[1]
+    if model.recurrent and window is not None and window < T:
+        state, total, n = model.init_state(batch.x.shape[0]), 0.0, batch.mask.sum()
+        for s in range(0, T, window):
+            sl = slice(s, s + window)
+            out, state = model(batch.x[:, sl], state)
+            m = batch.mask[:, sl]
+            if m.any():
+                chunk = type(batch)(batch.x[:, sl], batch.y[:, sl], m, batch.lag)
+                loss = task.loss(out, chunk) * (m.sum() / n)
+                loss.backward()
+                total += loss.item()
+            state = detach_state(state)
+    else:
+        out, _ = model(batch.x)
+        loss = task.loss(out, batch)
+        loss.backward()
+        total = loss.item()
+    if math.isfinite(total):
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        opt.step()
+        after = getattr(model, "after_step", None)   # constraint projections (stable_*, indrnn)
+        if after:
+            after()
+    return total
+
+
+def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict | None = None) -> dict:
+    """Run one trial to the end of its budget; returns the final summary (also the last report)."""
+    r: Resolved = resolve(values)
+    seed = int(values.get("seed", 0))
+    device = pick_device()
+    task = build_task(r.task, r.task_cfg)
+    seq_len, window = seq_len_of(r), r.train.window
+    torch.manual_seed(seed)
+    model = build_model(r.arch, r.model, task.io, seq_len, window).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=r.train.lr, weight_decay=r.train.weight_decay)
+    gen = torch.Generator().manual_seed(seed)
+    lags = ladder(r.task_cfg.lag, r.task_cfg.lag_dist, r.train.max_lag)
+    fpt = model.flops_per_token(seq_len, window)
+    tokens_per_step = r.train.batch_size * seq_len
+
+    s = {"step": 0, "iteration": 0, "wall_s": 0.0, "loss_sum": 0.0, "loss_n": 0, "started_at": time.time()}
+    if resume:
+        model.load_state_dict(resume["model"])
+        opt.load_state_dict(resume["opt"])
+        gen.set_state(resume["gen"])
+        torch.set_rng_state(resume["torch_rng"])
+        s = resume["progress"]
+
+    static = {"params": model.num_params(), "state_size": model.state_size(seq_len, window),
+              "flops_per_token": fpt, "device": device.type, "dtype": "float32",
+              "host": platform.node(), "torch_version": torch.__version__, **flat_params(r)}
+
+    def snapshot() -> dict:
+        return {"model": model.state_dict(), "opt": opt.state_dict(), "gen": gen.get_state(),
+                "torch_rng": torch.get_rng_state(), "progress": dict(s)}
+
+    def emit(status: str, curve: list[dict], error: str | None = None) -> dict:
+        s["iteration"] += 1
+        mem = memory_length(curve, r.train.tau) if curve else None
+        tokens = s["step"] * tokens_per_step
+        trained_lag = next((c for c in curve if c["lag"] == r.task_cfg.lag), None)
+        loss = s["loss_sum"] / s["loss_n"] if s["loss_n"] else None
+        done = status != "running"
+        out = {**static, "iteration": s["iteration"], "step": s["step"], "steps": s["step"],
+               "tokens": tokens, "train_flops": 3.0 * fpt * tokens,   # backward ~ 2x forward
+               "wall_s": s["wall_s"], "train_loss": loss, "final_loss": loss,
+               "eval_loss": trained_lag["loss"] if trained_lag else None,
+               "started_at": s["started_at"], "ended_at": time.time() if done else None,
+               "memory_length": mem, "tau": r.train.tau, "lr": r.train.lr,
+               "solved": bool(trained_lag and trained_lag["feasible"] and trained_lag["score"] >= r.train.tau)
+               if curve else None,
+               "peak_mem_bytes": peak_mem_bytes(device), "status": status, "error": error}
+        s["loss_sum"], s["loss_n"] = 0.0, 0
+        # the final state is checkpointed too, so a rerun of a finished trial only re-reports it
+        ckpt = snapshot() if done or s["iteration"] % budget.checkpoint_every == 0 else None
+        report(out, curve, ckpt)
+        return out
+
+    def measure() -> list[dict]:
+        return evaluate(model, task, lags, r.train.eval_batch, seed, device, r.train.max_eval_s, seq_len)
+
+    model.train()
+    status, error = "completed", None
+    try:
+        while s["step"] < budget.steps:
+            batch = task.sample(r.train.batch_size, gen, seq_len=seq_len).to(device)
+            t0 = time.perf_counter()
+            loss = train_step(model, task, batch, window, opt, r.train.grad_clip)
+            s["wall_s"] += time.perf_counter() - t0
+            s["step"] += 1
+            if not math.isfinite(loss):
+                status, error = "diverged", f"loss {loss} at step {s['step']}"
+                break
+            s["loss_sum"] += loss
+            s["loss_n"] += 1
+            if budget.max_wall_s is not None and s["wall_s"] > budget.max_wall_s:
+                status, error = "timeout", f"training passed max_wall_s={budget.max_wall_s}"
+                break
+            if budget.max_flops is not None and 3.0 * fpt * s["step"] * tokens_per_step >= budget.max_flops:
+                break
+            if s["step"] % budget.eval_every == 0 and s["step"] < budget.steps:
+                emit("running", measure())
+    except (RuntimeError, MemoryError) as e:
+        if not is_oom(e):
+            raise
+        status, error = "oom", str(e).splitlines()[0][:500]
+    curve = measure() if status in ("completed", "timeout") else []
+    return emit(status, curve, error)
