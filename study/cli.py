@@ -14,11 +14,7 @@ from pathlib import Path
 
 from pyarrow.fs import FileSelector
 
-from study.config import SpecError, cells, load_spec, parse_spec, spec_fingerprint
-
-
-class UsageError(Exception):
-    """Bad arguments or folder: exit 2."""
+from study.config import SpecError, UsageError, cells, load_spec, parse_spec, spec_fingerprint
 
 
 class Parser(argparse.ArgumentParser):

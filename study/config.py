@@ -23,6 +23,10 @@ class SpecError(ValueError):
     """Bad input: the CLI prints the message (one line) and exits 2."""
 
 
+class UsageError(ValueError):
+    """Bad arguments or folder (not the spec itself): also one line and exit 2."""
+
+
 class TrainConfig(BaseModel):
     """Training and evaluation parameters of one trial (any may be fixed, gridded or searched)."""
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -192,8 +196,8 @@ def cells(spec: Spec) -> list[Cell]:
             for i, combo in enumerate(combos)]
 
 
-def searched(spec: Spec) -> dict[str, Dist]:
-    return {k: parse_dist(f"search.{k}", v) for k, v in spec.search.items()}
+def searched(spec: Spec, path: str = "<spec>") -> dict[str, Dist]:
+    return {k: parse_dist(f"{path}: search.{k}", v) for k, v in spec.search.items()}
 
 
 # ---- resolving one trial ---------------------------------------------------------------------
@@ -311,7 +315,7 @@ def validate(spec: Spec, path: str) -> None:
         raise SpecError(f"{path}: grid.{k}: also set in fixed; set it in one place")
     for k in set(spec.search) & (set(spec.grid) | set(spec.fixed)):
         raise SpecError(f"{path}: search.{k}: also set in grid or fixed; set it in one place")
-    dists = searched(spec)
+    dists = searched(spec, path)
     if len(spec.objectives) > 1 and spec.sampler == "grid":
         raise SpecError(f"{path}: sampler: 'grid' takes one objective")
     if spec.scheduler and spec.scheduler.asha and len(spec.objectives) > 1:

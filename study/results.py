@@ -100,10 +100,13 @@ class Store:
             tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"    # hidden, and not *.parquet: no glob sees it
             with self.fs.open_output_stream(tmp) as f:
                 f.write(data)
-            self.fs.move(tmp, final)
+            self._commit(tmp, final)
         else:
             with self.fs.open_output_stream(final) as f:
                 f.write(data)
+
+    def _commit(self, tmp: str, final: str) -> None:
+        self.fs.move(tmp, final)     # a rename: readers see the old file or the new one, never half
 
     def read_bytes(self, *parts: str) -> bytes | None:
         try:
