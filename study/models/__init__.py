@@ -1,5 +1,6 @@
 """Architecture registry: importing this package registers every family."""
-from study.models import rnn, tcn, transformer  # noqa: F401  (registration side effects)
+from study.models import (  # noqa: F401  (registration side effects)
+    brc, indrnn, linear_attention, lmu, rnn, ssm, stable, tcn, tova, transformer, universal_transformer)
 from study.models.base import ModelConfig, SequenceModel, detach_state
 from study.registry import IO, MODELS
 

@@ -27,6 +27,9 @@ class SequenceModel(nn.Module):
     """Embedding/input projection -> family core (`mix`) -> linear read-out."""
 
     recurrent = False   # True: carries state, so the trainer truncates BPTT at `window`
+    # An auxiliary loss term set by the last forward pass (the universal transformer's ACT ponder
+    # cost), already weighted: the trainer adds it to the task loss. None for every other family.
+    aux_loss: torch.Tensor | None = None
 
     def __init__(self, cfg: ModelConfig, io: IO, seq_len: int, window: int | None):
         super().__init__()
@@ -44,6 +47,9 @@ class SequenceModel(nn.Module):
 
     def init_state(self, batch_size: int):
         return None
+
+    def after_step(self) -> None:
+        """Called by the trainer after every optimiser step: constraint projections live here."""
 
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())

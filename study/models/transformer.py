@@ -1,10 +1,18 @@
 """Causal softmax Transformer (Vaswani et al. 2017), pre-norm, rotary positions (Su et al. 2021).
 
+Legend: B batch, T time steps, D d_model, H heads, Dh = D/H head width.
+
 Rotary positions, not learned ones: evaluation runs at lags up to 4x the trained one, so positions
 beyond the training length must still mean something. `window` is the sliding attention span:
-each query sees itself and the `window - 1` tokens before it.
+each query sees itself and the `window - 1` tokens before it. State size: the KV cache an
+autoregressive pass would hold, L x 2 x min(window, seq_len) x D.
+
+`Block` is shared with `tova` (the same layer run as a multi-state RNN) and, without rotary
+positions, with `universal_transformer`.
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -22,7 +30,7 @@ class TransformerConfig(ModelConfig):
 
 
 def rotary(x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-    """Rotate pairs of channels by position-dependent angles. x: (B, H, T, Dh)."""
+    """Rotate pairs of channels by position-dependent angles. x: (B, H, T, Dh), first position `offset`."""
     T, dh = x.shape[-2], x.shape[-1]
     half = dh // 2
     freqs = 10000.0 ** (-torch.arange(half, device=x.device, dtype=x.dtype) / half)   # (Dh/2,)
@@ -31,6 +39,15 @@ def rotary(x: torch.Tensor, offset: int = 0) -> torch.Tensor:
     x1, x2 = x[..., :half], x[..., half:2 * half]
     out = torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
     return torch.cat([out, x[..., 2 * half:]], dim=-1) if dh % 2 else out
+
+
+def sinusoid(pos: torch.Tensor, d: int) -> torch.Tensor:
+    """Vaswani et al. 2017 sec. 3.5 timing signal: sin/cos at geometric frequencies. pos: (T,) -> (T, d)."""
+    half = d // 2
+    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, dtype=pos.dtype, device=pos.device) / max(half, 1))
+    ang = pos[:, None] * freqs                                          # (T, d/2)
+    out = torch.cat([ang.sin(), ang.cos()], dim=-1)
+    return F.pad(out, (0, d - 2 * half))                                # odd d: one zero channel
 
 
 def causal_mask(T: int, window: int | None, device) -> torch.Tensor | None:
@@ -43,26 +60,47 @@ def causal_mask(T: int, window: int | None, device) -> torch.Tensor | None:
 
 
 class Block(nn.Module):
-    def __init__(self, cfg: TransformerConfig):
+    """Pre-norm layer: x + Attn(LN(x)), then x + FF(LN(x)); FF = Linear-GELU-Linear."""
+
+    def __init__(self, cfg: TransformerConfig, rotary_positions: bool = True):
         super().__init__()
         d = cfg.d_model
         if d % cfg.n_heads:
             raise ValueError(f"d_model {d} is not divisible by n_heads {cfg.n_heads}")
-        self.h = cfg.n_heads
+        self.h, self.rope = cfg.n_heads, rotary_positions
         self.ln1, self.ln2 = nn.LayerNorm(d), nn.LayerNorm(d)
         self.qkv = nn.Linear(d, 3 * d)
         self.out = nn.Linear(d, d)
         self.ff = nn.Sequential(nn.Linear(d, cfg.ff_mult * d), nn.GELU(), nn.Linear(cfg.ff_mult * d, d))
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor, window: int | None) -> torch.Tensor:
+    def project(self, x: torch.Tensor, offset: int = 0):
+        """Queries, keys, values of x (B, T, D), rotated for absolute positions offset.. -> 3 x (B, H, T, Dh)."""
         B, T, D = x.shape
-        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)  # 3 x (B, H, T, Dh)
-        q, k = rotary(q), rotary(k)
-        mask = causal_mask(T, window, x.device)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)   # (B, H, T, Dh)
-        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, T, D)))
+        q, k, v = self.qkv(self.ln1(x)).view(B, T, 3, self.h, D // self.h).permute(2, 0, 3, 1, 4)
+        if self.rope:
+            q, k = rotary(q, offset), rotary(k, offset)
+        return q, k, v
+
+    def finish(self, x: torch.Tensor, a: torch.Tensor) -> torch.Tensor:
+        """Residual attention output a (B, H, T, Dh), then the feed-forward half."""
+        B, T, D = x.shape
+        x = x + self.drop(self.out(a.transpose(1, 2).reshape(B, T, D)))   # (B, H, T, Dh) -> (B, T, D)
         return x + self.drop(self.ff(self.ln2(x)))
+
+    def forward(self, x: torch.Tensor, window: int | None) -> torch.Tensor:
+        q, k, v = self.project(x)
+        mask = causal_mask(x.shape[1], window, x.device)
+        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)   # (B, H, T, Dh)
+        return self.finish(x, a)
+
+
+def block_flops(cfg: TransformerConfig, ctx: float) -> float:
+    """Forward FLOPs per token of one Block attending over ctx keys (a multiply-add = 2)."""
+    d = cfg.d_model
+    proj = 2 * 4 * d * d + 2 * 2 * cfg.ff_mult * d * d      # qkv + out, feed-forward
+    attn = 2 * 2 * ctx * d                                    # q.k and a.v
+    return proj + attn
 
 
 @MODELS.register("transformer", TransformerConfig,
@@ -84,8 +122,6 @@ class Transformer(SequenceModel):
         return self.cfg.n_layers * 2 * ctx * self.cfg.d_model
 
     def core_flops(self, seq_len, window):
-        d, L = self.cfg.d_model, self.cfg.n_layers
+        # SDPA computes the full (T, T) score matrix even when causal, so ctx is seq_len, not seq_len/2
         ctx = seq_len if window is None else min(window, seq_len)
-        proj = 2 * 4 * d * d + 2 * 2 * self.cfg.ff_mult * d * d      # qkv + out, feed-forward
-        attn = 2 * 2 * ctx * d                                         # q.k and a.v per token
-        return L * (proj + attn)
+        return self.cfg.n_layers * block_flops(self.cfg, ctx)
