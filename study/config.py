@@ -86,7 +86,7 @@ class Spec(BaseModel):
     objective: Union[Objective, list[Objective]] = Objective()
     budget: Budget = Budget()
     scheduler: Scheduler | None = None
-    sampler: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "random", "grid"] | None = None   # None: tpe, nsga2 if multi-objective
     resources: Resources = Resources()
     seeds: list[int] = Field([0], min_length=1)
     max_failures: int = Field(2, ge=0)

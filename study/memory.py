@@ -54,7 +54,10 @@ def memory_length(curve: list[dict], tau: float) -> int:
 
 
 def is_oom(e: BaseException) -> bool:
-    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in str(e).lower()
+    msg = str(e).lower()
+    # CUDA: torch.OutOfMemoryError; host: MemoryError, or the CPU allocator's RuntimeError
+    return isinstance(e, (MemoryError, torch.OutOfMemoryError)) or "out of memory" in msg \
+        or "can't allocate memory" in msg
 
 
 @torch.no_grad()

@@ -27,12 +27,13 @@ TRIAL_COLUMNS = {
     "tokens": "int", "steps": "int", "wall_s": "float", "peak_mem_bytes": "int", "device": "str",
     "dtype": "str", "status": "str", "error": "str", "memory_length": "int", "tau": "float",
     "solved": "bool", "final_loss": "float", "eval_loss": "float", "started_at": "timestamp",
-    "ended_at": "timestamp", "host": "str", "code_version": "str", "torch_version": "str",
+    "ended_at": "timestamp", "host": "str", "node": "str", "resumed_from_step": "int",
+    "code_version": "str", "torch_version": "str",
 }
 METRIC_COLUMNS = {
     "study": "str", "trial_id": "str", "iteration": "int", "step": "int", "tokens": "int",
     "train_flops": "float", "wall_s": "float", "train_loss": "float", "eval_loss": "float",
-    "memory_length": "int", "lr": "float",
+    "memory_length": "int", "lr": "float", "node": "str",   # node: where this evaluation ran
 }
 CURVE_COLUMNS = {
     "study": "str", "trial_id": "str", "iteration": "int", "step": "int", "lag": "int", "score": "float",
@@ -107,6 +108,12 @@ class Store:
 
     def _commit(self, tmp: str, final: str) -> None:
         self.fs.move(tmp, final)     # a rename: readers see the old file or the new one, never half
+
+    def delete(self, *parts: str) -> None:
+        try:
+            self.fs.delete_file(self.join(*parts))
+        except (FileNotFoundError, OSError):
+            pass
 
     def read_bytes(self, *parts: str) -> bytes | None:
         try:

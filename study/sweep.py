@@ -35,7 +35,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
 import study
-from study.config import Budget, Cell, Dist, Spec, cells, flat_params, given_values, resolve, searched
+from study.config import Budget, Cell, Dist, Spec, UsageError, cells, flat_params, given_values, resolve, searched
 from study.results import Store
 from study.train import train
 
@@ -76,11 +76,12 @@ def grid_values(d: Dist) -> list:
 
 
 def make_sampler(spec: Spec, dists: dict[str, Dist], seed: int):
-    if spec.sampler == "random":
+    name = spec.sampler or ("nsga2" if len(spec.objectives) > 1 else "tpe")
+    if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sampler == "grid":
+    if name == "grid":
         return optuna.samplers.GridSampler({k: grid_values(d) for k, d in dists.items()}, seed=seed)
-    if spec.sampler == "nsga2":
+    if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
@@ -121,9 +122,12 @@ class CellSearcher(Searcher):
         self.by_trial: dict[str, Slot] = {}
         grid = cells(spec)
         for c in grid:
-            self.studies[c.index] = optuna.create_study(
-                study_name=c.label, storage=storage, directions=directions, load_if_exists=True,
-                sampler=make_sampler(spec, self.dists, seed=c.index))
+            st = optuna.create_study(study_name=c.label, storage=storage, directions=directions,
+                                     load_if_exists=True)
+            # Seeded per cell and per resume: a sampler seeded the same way in every driver would
+            # replay its first random suggestions after a resume.
+            st.sampler = make_sampler(spec, self.dists, seed=c.index * 100_003 + len(st.trials))
+            self.studies[c.index] = st
         for k in range(spec.trials_per_cell):
             for c in grid:
                 slot = Slot(c, k)
@@ -158,6 +162,10 @@ class CellSearcher(Searcher):
 
     def remaining(self) -> int:
         return sum(len(self.spec.seeds) - len(s.rows) for s in self.slots)
+
+    def cells_done(self) -> int:
+        unfinished = {s.cell.index for s in self.slots if len(s.rows) < len(self.spec.seeds)}
+        return len(self.studies) - len(unfinished)
 
     def _ask(self, slot: Slot) -> None:
         st = self.studies[slot.cell.index]
@@ -226,10 +234,11 @@ def trial_fn(config: dict) -> None:
     history: list = list(resume["history"]) if resume else []
     replay: list = list(history)          # rows a dead driver may not have written: sent again
     node = ray.get_runtime_context().get_node_id()
+    resumed_from = resume["progress"]["step"] if resume else None   # provenance: continued, not restarted
 
     def send(metrics: dict, curve: list) -> None:
         nonlocal replay
-        result = {**metrics, "node": node, "lag_curve": curve}
+        result = {**metrics, "lag_curve": curve}
         if replay:
             result["replay"], replay = replay, []
         tune.report(result)
@@ -241,10 +250,11 @@ def trial_fn(config: dict) -> None:
         return
 
     def report(metrics: dict, curve: list, ckpt: dict | None) -> None:
+        metrics = {**metrics, "node": node, "resumed_from_step": resumed_from}
         history.append((metrics, curve))
         if ckpt is not None:
             buf = io.BytesIO()
-            torch.save({**ckpt, "history": history, "final": metrics["status"] != "running"}, buf)
+            torch.save({**ckpt, "history": history, "final": metrics["status"] != "running", "node": node}, buf)
             store.write_bytes(buf.getvalue(), "checkpoints", f"{tid}.pt")
         send(metrics, curve)
 
@@ -311,7 +321,8 @@ class ResultsCallback(Callback):
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         best = max(self.best.items(), key=lambda kv: kv[1], default=None)
         best_s = f" | best L* {best[1]} ({best[0]})" if best else ""
-        print(f"[{self.spec.study}] {time.time() - self.t0:6.0f}s  trials finished {done}/{s.total()} "
+        print(f"[{self.spec.study}] {time.time() - self.t0:6.0f}s  cells done {s.cells_done()}/{len(s.studies)}, "
+              f"trials finished {done}/{s.total()} "
               f"({counts}) | running {len(s.live)}{best_s}", flush=True)
 
 
@@ -321,7 +332,7 @@ def acquire_driver_lock(store: Store) -> None:
     if raw:
         info = json.loads(raw)
         if info.get("host") == socket.gethostname() and pid_alive(info.get("pid", -1)):
-            raise RuntimeError(f"a driver (pid {info['pid']}) is already running this study")
+            raise UsageError(f"a driver (pid {info['pid']}) is already running this study")
     store.write_bytes(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                   "started": time.time()}).encode(), "driver.json")
 
@@ -346,6 +357,13 @@ def journal_path(store: Store) -> str:
 def run_study(spec: Spec, store: Store, address: str | None = None) -> int:
     """Run (or continue) every trial of the study that has no row in `trials` yet."""
     acquire_driver_lock(store)
+    try:
+        return _run(spec, store, address)
+    finally:
+        store.delete("driver.json")
+
+
+def _run(spec: Spec, store: Store, address: str | None) -> int:
     finished = {r["trial_id"]: r for r in store.trial_rows()}
     searcher = CellSearcher(spec, store, journal_path(store), finished)
     todo = searcher.remaining()
@@ -356,8 +374,11 @@ def run_study(spec: Spec, store: Store, address: str | None = None) -> int:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", configure_logging=True)
+        quiet = {"log_to_driver": False, "logging_level": "ERROR"}
+        if address:                  # joining a cluster: its dashboard is its own business
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(include_dashboard=False, **quiet)
     scheduler = None
     if spec.scheduler and spec.scheduler.asha:
         o = spec.objectives[0]
@@ -370,7 +391,7 @@ def run_study(spec: Spec, store: Store, address: str | None = None) -> int:
     tuner = Tuner(
         tune.with_resources(trial_fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
         tune_config=TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=todo,
-                               max_concurrent_trials=spec.max_concurrent, reuse_actors=False),
+                               max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
         run_config=RunConfig(name=f"ray/run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=spec.max_failures),
                              callbacks=[callback], verbose=0),

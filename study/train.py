@@ -55,6 +55,8 @@ def train_step(model, task, batch, window: int | None, opt, grad_clip: float) ->
     else:
         out, _ = model(batch.x)
         loss = task.loss(out, batch)
+        if model.aux_loss is not None:     # the universal transformer's ponder cost, already weighted
+            loss = loss + model.aux_loss
         loss.backward()
         total = loss.item()
     if math.isfinite(total):
@@ -74,20 +76,28 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
     task = build_task(r.task, r.task_cfg)
     seq_len, window = seq_len_of(r), r.train.window
     torch.manual_seed(seed)
-    model = build_model(r.arch, r.model, task.io, seq_len, window).to(device)
+    try:
+        model = build_model(r.arch, r.model, task.io, seq_len, window).to(device)
+    except (RuntimeError, MemoryError) as e:      # a model too big to allocate is a result too
+        if not is_oom(e):
+            raise
+        return _oom_at_build(values, r, seq_len, e, report)
     opt = torch.optim.Adam(model.parameters(), lr=r.train.lr, weight_decay=r.train.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     lags = ladder(r.task_cfg.lag, r.task_cfg.lag_dist, r.train.max_lag)
     fpt = model.flops_per_token(seq_len, window)
     tokens_per_step = r.train.batch_size * seq_len
+    started = time.perf_counter()
 
-    s = {"step": 0, "iteration": 0, "wall_s": 0.0, "loss_sum": 0.0, "loss_n": 0, "started_at": time.time()}
+    s = {"step": 0, "iteration": 0, "wall_s": 0.0, "loss_sum": 0.0, "loss_n": 0, "started_at": time.time(),
+         "elapsed_s": 0.0}
     if resume:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["opt"])
         gen.set_state(resume["gen"])
         torch.set_rng_state(resume["torch_rng"])
         s = resume["progress"]
+    elapsed0 = s["elapsed_s"]
 
     static = {"params": model.num_params(), "state_size": model.state_size(seq_len, window),
               "flops_per_token": fpt, "device": device.type, "dtype": "float32",
@@ -136,7 +146,8 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
                 break
             s["loss_sum"] += loss
             s["loss_n"] += 1
-            if budget.max_wall_s is not None and s["wall_s"] > budget.max_wall_s:
+            s["elapsed_s"] = elapsed0 + time.perf_counter() - started    # training and evaluation
+            if budget.max_wall_s is not None and s["elapsed_s"] > budget.max_wall_s:
                 status, error = "timeout", f"training passed max_wall_s={budget.max_wall_s}"
                 break
             if budget.max_flops is not None and 3.0 * fpt * s["step"] * tokens_per_step >= budget.max_flops:
@@ -149,3 +160,13 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
         status, error = "oom", str(e).splitlines()[0][:500]
     curve = measure() if status in ("completed", "timeout") else []
     return emit(status, curve, error)
+
+
+def _oom_at_build(values: dict, r: Resolved, seq_len: int, e: BaseException, report: Report) -> dict:
+    out = {**flat_params(r), "iteration": 1, "step": 0, "steps": 0, "tokens": 0, "train_flops": 0.0,
+           "wall_s": 0.0, "status": "oom", "error": str(e).splitlines()[0][:500], "started_at": time.time(),
+           "ended_at": time.time(), "host": platform.node(), "torch_version": torch.__version__,
+           "device": pick_device().type, "dtype": "float32", "memory_length": None, "tau": r.train.tau,
+           "lr": r.train.lr}
+    report(out, [], None)
+    return out
