@@ -58,8 +58,25 @@ def create_views(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     """In the connection's current database (`USE`), so the query views bind to its tables."""
     for t in TABLES:
         con.execute(f"CREATE OR REPLACE VIEW {t} AS {view_sql(store, t)}")
-    for name in query_names():
-        con.execute(f"CREATE OR REPLACE VIEW {name} AS {query_text(name)}")
+    create_query_views(con)
+
+
+def create_query_views(con: duckdb.DuckDBPyConnection) -> None:
+    """One view per query file. Query views may read other query views (crossover reads
+    cell_scores), and DuckDB binds a view when it is created, so a view whose inputs do not exist
+    yet is retried after the others; a query that never binds raises its own error."""
+    pending = query_names()
+    while pending:
+        failed: list[tuple[str, duckdb.Error]] = []
+        for name in pending:
+            try:
+                con.execute(f"CREATE OR REPLACE VIEW {name} AS {query_text(name)}")
+            except duckdb.CatalogException as e:
+                failed.append((name, e))
+        if len(failed) == len(pending):
+            name, err = failed[0]
+            raise duckdb.CatalogException(f"analysis/queries/{name}.sql: {err}")
+        pending = [name for name, _ in failed]
 
 
 def connect(study_dir: str) -> duckdb.DuckDBPyConnection:
@@ -67,20 +84,56 @@ def connect(study_dir: str) -> duckdb.DuckDBPyConnection:
     and a best-effort refresh of study.duckdb for other clients."""
     store = Store(study_dir)
     con = duckdb.connect()
+    con.execute("SET parquet_metadata_cache = true")   # views re-read file footers on every bind otherwise
     create_views(con, store)
     if "://" not in study_dir:
         persist_views(store)
     return con
 
 
+def snapshot(study_dir: str) -> duckdb.DuckDBPyConnection:
+    """Like connect, but the three tables are read once into memory: a report runs a few dozen
+    queries over them (each view would re-read every Parquet file), and all its tables and
+    figures then describe the same moment even while a sweep keeps writing."""
+    store = Store(study_dir)
+    con = duckdb.connect()
+    for t in TABLES:
+        con.execute(f"CREATE TABLE {t} AS {view_sql(store, t)}")
+    create_query_views(con)
+    if "://" not in study_dir:
+        persist_views(store)
+    return con
+
+
+def fingerprint(store: Store) -> str:
+    """What study.duckdb should contain: the base views' SQL (which changes when a table gets its
+    first file) and every query file."""
+    import hashlib
+    parts = [view_sql(store, t) for t in TABLES] + [query_text(n) for n in query_names()]
+    return "memscale views " + hashlib.sha256("\n;\n".join(parts).encode()).hexdigest()[:16]
+
+
 def persist_views(store: Store) -> None:
-    """Write study.duckdb in the v1.0.0 storage format, readable by the DuckDB CLI on PyPI."""
+    """Write study.duckdb in the v1.0.0 storage format, readable by the DuckDB CLI on PyPI.
+
+    Skipped when the file already holds the same views (their fingerprint is the comment on the
+    `trials` view): rewriting takes a write lock and re-binds every view over every Parquet file.
+    """
     path = store.join("study.duckdb")
+    want = fingerprint(store)
     try:
         con = duckdb.connect()
+        if store.exists("study.duckdb"):
+            con.execute(f"ATTACH '{path}' AS s (READ_ONLY)")
+            have = con.execute("SELECT comment FROM duckdb_views() WHERE database_name = 's' "
+                               "AND view_name = 'trials'").fetchall()
+            con.execute("DETACH s")
+            if have and have[0][0] == want:
+                return
         con.execute(f"ATTACH '{path}' AS s (STORAGE_VERSION 'v1.0.0')")
         con.execute("USE s")
         create_views(con, store)
+        con.execute(f"COMMENT ON VIEW trials IS '{want}'")
         con.execute("USE memory")
         con.execute("DETACH s")
         con.close()

@@ -10,3 +10,38 @@ ORDER = ["rnn", "lstm", "gru", "stable_rnn", "stable_lstm", "indrnn", "lmu", "br
 def color(arch: str) -> str:
     i = ORDER.index(arch) if arch in ORDER else len(ORDER) + sum(map(ord, arch))
     return PALETTE[i % len(PALETTE)]
+
+
+# Trials that never produced a result are drawn, not dropped ("attention ran out of memory at
+# 16k" is a finding): one marker per failure status, the same in every figure.
+FAILED = {"oom": ("x", "out of memory"), "timeout": ("1", "timed out"), "diverged": ("+", "diverged")}
+MAX_POINTS = 2000     # scatter points per arch: beyond this a figure shows a deterministic sample
+
+
+def window_label(w) -> str:
+    return "full" if w is None else str(int(w))
+
+
+def save(fig, out_dir, name: str, tight: bool = False) -> list:
+    """PNG (for the report and quick looks) and SVG (for papers) of one figure, then close it.
+    tight: crop to the drawn artists (a second layout pass, so only where a colorbar needs it)."""
+    import matplotlib.pyplot as plt
+    paths = []
+    for ext in ("png", "svg"):
+        p = out_dir / f"{name}.{ext}"
+        fig.savefig(p, dpi=130, bbox_inches="tight" if tight else None)
+        paths.append(p)
+    plt.close(fig)
+    return paths
+
+
+def label_ticks(axis, values) -> None:
+    """Label a log axis at the values actually run (seq_len, lag) instead of matplotlib's minor
+    labels, which overlap and are slow to lay out; falls back to the default when there are many."""
+    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+    vals = sorted({v for v in values if v is not None and v > 0})
+    if 0 < len(vals) <= 10:
+        axis.set_major_locator(FixedLocator(vals))
+        axis.set_major_formatter(lambda v, _: f"{v:g}")
+        axis.set_minor_locator(NullLocator())
+    axis.set_minor_formatter(NullFormatter())

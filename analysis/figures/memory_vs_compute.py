@@ -1,4 +1,6 @@
-"""Memory length L* against training FLOPs, log-log, one colour per arch."""
+"""Memory length L* against training FLOPs, log-log: trials as points, each arch's frontier as a
+step line, and the bootstrap power-law fit L* = a * C^alpha with its 95% band. One panel per task
+(memory lengths of different tasks are not comparable)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,42 +9,75 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from analysis.style import color  # noqa: E402
+from analysis.style import FAILED, MAX_POINTS, color, save  # noqa: E402
 
-ZERO_AT = 0.5   # L* = 0 cannot sit on a log axis: drawn hollow at this height
+NAME = "memory_vs_compute"
+ZERO_AT = 0.5     # L* = 0 cannot sit on a log axis: drawn hollow at this height
+FAILED_AT = 0.3   # trials without a result (oom, timeout, diverged), at their compute when known
 
 
-def plot(con, out_dir: Path) -> list[Path]:
-    rows = con.execute("""SELECT arch, train_flops, memory_length, status FROM trials
-                          WHERE train_flops > 0 ORDER BY arch""").fetchall()
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    archs = sorted({r[0] for r in rows})
-    for arch in archs:
-        pts = [r for r in rows if r[0] == arch and r[2] is not None]
-        pos = [(r[1], r[2]) for r in pts if r[2] > 0]
-        zero = [(r[1], ZERO_AT) for r in pts if r[2] == 0]
-        c = color(arch)
-        ax.scatter([p[0] for p in pos], [p[1] for p in pos], color=c, label=arch, s=36, alpha=0.85)
-        ax.scatter([p[0] for p in zero], [p[1] for p in zero], facecolors="none", edgecolors=c, s=36)
-        bad = [r for r in rows if r[0] == arch and r[3] in ("oom", "timeout", "diverged")]
-        ax.scatter([r[1] for r in bad], [ZERO_AT] * len(bad), marker="x", color=c, s=40)
-    ax.set_xscale("log")
-    ax.set_yscale("log")
-    ax.set_xlabel("training compute (FLOPs, forward + backward)")
-    ax.set_ylabel("memory length L* (steps)")
-    ax.set_title("Memory length per unit of compute")
-    ax.axhline(ZERO_AT, color="0.8", lw=0.8, ls=":")
-    ax.text(1.0, ZERO_AT, " L*=0 (hollow), failed (x)", transform=ax.get_yaxis_transform(),
-            fontsize=7, va="center", ha="left", color="0.4")
-    ax.grid(True, which="major", alpha=0.3)
-    if archs:
-        ax.legend(title="arch", fontsize=8, loc="upper left")
+def _fmt_fit(f) -> str:
+    if f is None or f.alpha is None:
+        return "too few points" if f is not None else "no fit"
+    return f"α={f.alpha:.2f} [{f.alpha_lo:.2f}, {f.alpha_hi:.2f}]"
+
+
+def plot(con, out_dir: Path, fits: list[dict] | None = None) -> list[Path]:
+    """fits: rows of analysis.fit.memory_fits (with their Fit objects under "_fit")."""
+    by_key = {(r["task"], r["arch"]): r["_fit"] for r in (fits or [])}
+    # A deterministic sample per arch keeps 100k-trial studies drawable; frontier points are never sampled away.
+    pts = con.execute(f"""SELECT task, arch, train_flops, memory_length, status FROM trials
+                          WHERE train_flops > 0 AND (memory_length IS NOT NULL OR status IN ('oom', 'timeout', 'diverged'))
+                          QUALIFY row_number() OVER (PARTITION BY task, arch, status IN ('completed', 'pruned')
+                                                     ORDER BY hash(trial_id)) <= {MAX_POINTS}""").fetchall()
+    front = con.execute("SELECT task, arch, train_flops, memory_length FROM frontier").fetchall()
+    tasks = sorted({str(r[0]) for r in pts}) or ["(no trials)"]
+    fig, axes = plt.subplots(1, len(tasks), figsize=(7.5 * len(tasks), 5), squeeze=False)
+    for ax, task in zip(axes[0], tasks):
+        rows = [r for r in pts if str(r[0]) == task]
+        archs = sorted({r[1] for r in rows})
+        for arch in archs:
+            c = color(arch)
+            ok = [r for r in rows if r[1] == arch and r[4] not in FAILED and r[3] is not None]
+            pos = np.array([(r[2], r[3]) for r in ok if r[3] > 0]).reshape(-1, 2)
+            zero = [r[2] for r in ok if r[3] == 0]
+            f = by_key.get((task, arch))
+            ax.scatter(pos[:, 0], pos[:, 1], color=c, s=16, alpha=0.45, lw=0, label=f"{arch}: {_fmt_fit(f)}")
+            ax.scatter(zero, [ZERO_AT] * len(zero), facecolors="none", edgecolors=c, s=16, alpha=0.6)
+            for status, (marker, _) in FAILED.items():
+                bad = [r[2] for r in rows if r[1] == arch and r[4] == status]
+                ax.scatter(bad, [FAILED_AT] * len(bad), marker=marker, color=c, s=40)
+            fr = sorted((r[2], r[3]) for r in front if str(r[0]) == task and r[1] == arch)
+            if fr:
+                fx = [p[0] for p in fr]
+                fy = [p[1] if p[1] > 0 else ZERO_AT for p in fr]
+                ax.step(fx, fy, where="post", color=c, lw=1.6)
+            if f is not None and f.alpha is not None:
+                xs = np.geomspace(min(p[0] for p in fr if p[1] > 0), max(p[0] for p in fr), 60)
+                lo, hi = f.band(xs)
+                ax.plot(xs, f.a * xs ** f.alpha, color=c, lw=1.2, ls="--")
+                ax.fill_between(xs, lo, hi, color=c, alpha=0.15, lw=0)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        # Room for the L* = 0 and failed rows even when no trial remembered anything yet.
+        ax.set_ylim(FAILED_AT * 0.6, max(ax.get_ylim()[1], 10))
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_minor_formatter(NullFormatter())      # minor labels overlap on short ranges
+        ax.set_xlabel("training compute (FLOPs, forward + backward)")
+        ax.set_ylabel("memory length L* (steps)")
+        ax.set_title(f"task {task}: memory length per unit of compute", fontsize=11)
+        ax.axhline(ZERO_AT * 0.78, color="0.85", lw=0.8, ls=":")
+        ax.grid(True, which="major", alpha=0.3)
+        # Marker key in grey so it does not suggest an arch.
+        ax.plot([], [], color="0.3", lw=1.6, label="frontier (step)")
+        ax.plot([], [], color="0.3", lw=1.2, ls="--", label="power-law fit, 95% band")
+        ax.scatter([], [], facecolors="none", edgecolors="0.3", s=16, label=f"L* = 0 (drawn at {ZERO_AT})")
+        for status, (marker, what) in FAILED.items():
+            if any(r[4] == status for r in rows):
+                ax.scatter([], [], marker=marker, color="0.3", s=40, label=f"{what} (drawn at {FAILED_AT})")
+        ax.legend(fontsize=7.5, loc="upper left", framealpha=0.85)
     fig.tight_layout()
-    out = []
-    for ext in ("png", "svg"):
-        p = out_dir / f"memory_vs_compute.{ext}"
-        fig.savefig(p, dpi=130)
-        out.append(p)
-    plt.close(fig)
-    return out
+    return save(fig, out_dir, NAME)

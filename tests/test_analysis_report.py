@@ -1,0 +1,126 @@
+"""`study report`: every figure and table is written, report.html is self-contained and renders in
+headless Chromium with every figure loaded, and study.duckdb opens in the DuckDB command-line
+client read-only and sees Parquet files written after it."""
+from __future__ import annotations
+
+import csv
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from analysis.db import query_names
+from analysis.report import write_report
+from analysis.synthetic import TWO_OBJECTIVES, write_study
+from study.config import parse_spec
+from study.results import Store
+
+FIGURES = ["memory_vs_compute", "cost_vs_seq_len", "score_heatmap", "lag_curves", "pareto"]
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+DUCKDB_CLI = shutil.which("duckdb", path=str(Path(sys.executable).parent)) or shutil.which("duckdb")
+
+
+def spec_of(d) -> object:
+    return parse_spec((Path(d) / "spec.yaml").read_text())
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory):
+    d = tmp_path_factory.mktemp("study")
+    write_study(d, n_trials=96, iterations=2, objectives=TWO_OBJECTIVES)
+    return write_report(str(d), spec_of(d))
+
+
+def test_report_writes_every_figure_and_table(report):
+    out = report.parent
+    for name in FIGURES:
+        for ext in ("png", "svg"):
+            assert (out / f"{name}.{ext}").stat().st_size > 1000, f"{name}.{ext}"
+    for name in query_names() + ["fits", "trials", "status_counts", "provenance"]:
+        assert (out / f"{name}.csv").exists(), name
+    with open(out / "fits.csv") as f:
+        fits = list(csv.DictReader(f))
+    assert {r["arch"] for r in fits if r["fit"] == "memory_length ~ train_flops"} == {"lstm", "tcn", "transformer"}
+    assert all(float(r["alpha_lo"]) < float(r["alpha"]) < float(r["alpha_hi"]) for r in fits)
+    with open(out / "trials.csv") as f:
+        assert sum(1 for _ in f) == 97
+
+
+def test_report_html_is_self_contained(report):
+    page = report.read_text()
+    srcs = re.findall(r'src="([^"]*)"', page)
+    assert len(srcs) == len(FIGURES) and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert "http://" not in page and "https://" not in page
+    for ident in ("fits", "status", "provenance", "trials", "spec"):
+        assert f'id="{ident}"' in page
+    assert "α [95% CI]" in page and "oom" in page
+
+
+# Counts the figures that decoded (naturalWidth > 0) into the DOM; a broken image is added as a
+# control, so a probe that could never see a failure would fail the test.
+PROBE = """<img id="control" src="data:image/png;base64,AAAA">
+<script>window.addEventListener("load", function () {
+  var ok = 0, all = 0;
+  for (const im of document.images) { if (im.id === "control") continue; all++; if (im.complete && im.naturalWidth > 0) ok++; }
+  document.body.setAttribute("data-figures", all);
+  document.body.setAttribute("data-loaded", ok);
+  document.body.setAttribute("data-control", document.getElementById("control").naturalWidth);
+  document.body.setAttribute("data-fit-rows", document.querySelectorAll("#fits tr").length - 1);
+});</script>"""
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install -y chromium)")
+def test_report_renders_in_headless_chromium(report, tmp_path):
+    probe = tmp_path / "probe.html"
+    probe.write_text(report.read_text().replace("</body>", PROBE + "</body>"))
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+           "--virtual-time-budget=10000", "--dump-dom", probe.as_uri()]
+    dom = subprocess.run(cmd, capture_output=True, text=True, timeout=120).stdout
+    body = re.search(r"<body([^>]*)>", dom)
+    assert body, f"chromium printed no DOM: {dom[:300]!r}"
+    attrs = dict(re.findall(r'data-([a-z-]+)="([^"]*)"', body.group(1)))
+    assert attrs["figures"] == str(len(FIGURES))
+    assert attrs["loaded"] == str(len(FIGURES)), f"only {attrs['loaded']} of {len(FIGURES)} figures loaded"
+    assert attrs["control"] == "0"
+    assert int(attrs["fit-rows"]) == 3 + 2 * 3     # memory fit per arch, time and memory cost per arch
+    assert '<table id="fits">' in dom
+
+
+def test_report_on_a_study_without_trials(tmp_path):
+    write_study(tmp_path, n_trials=0)
+    page = write_report(str(tmp_path), spec_of(tmp_path)).read_text()
+    assert 'id="fits"' in page and (tmp_path / "report" / "memory_vs_compute.png").exists()
+    assert not (tmp_path / "report" / "pareto.png").exists()    # one objective: no Pareto front
+
+
+@pytest.mark.skipif(DUCKDB_CLI is None, reason="needs the DuckDB CLI (pip install duckdb-cli)")
+def test_duckdb_cli_opens_study_duckdb_read_only_and_sees_new_files(report):
+    study = report.parent.parent
+    db_file = study / "study.duckdb"
+
+    def cli(sql: str) -> str:
+        r = subprocess.run([DUCKDB_CLI, "-readonly", "-csv", "-noheader", str(db_file), "-c", sql],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout.strip()
+
+    assert cli("SELECT count(*) FROM trials") == "96"
+    assert len(cli("SELECT * FROM frontier").splitlines()) > 3
+    assert cli("SELECT count(*) FROM power_law WHERE alpha IS NOT NULL") == "3"
+    row = {"study": "synthetic", "trial_id": "late-trial", "cell": "late", "arch": "lstm", "task": "copy",
+           "status": "completed", "train_flops": 1e8, "memory_length": 1000}
+    Store(str(study)).write_trial(row)       # no report, no connect: the views read the glob
+    assert cli("SELECT count(*) FROM trials") == "97"
+    assert cli("SELECT trial_id FROM frontier WHERE arch = 'lstm' ORDER BY train_flops LIMIT 1") == "late-trial"
+
+
+def test_study_sql_runs_a_named_query(report, capsys):
+    from study.cli import main
+    study = str(report.parent.parent)
+    assert main(["sql", study, "crossover", "--format", "csv"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("task,window,arch,other") and len(out) == 1 + 12
