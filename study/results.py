@@ -82,9 +82,14 @@ def to_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
 class Store:
     """Reads and writes one study's files under ROOT/<study>/ on any pyarrow filesystem."""
 
-    def __init__(self, study_dir: str):
+    def __init__(self, study_dir: str, fs: pafs.FileSystem | None = None):
         self.uri = study_dir
-        self.fs, self.path = open_root(study_dir)
+        self.fs, self.path = (fs, study_dir) if fs is not None else open_root(study_dir)
+
+    @property
+    def local(self) -> bool:
+        """A local (or NFS-mounted) folder: renames are atomic and DuckDB reads it directly."""
+        return isinstance(self.fs, pafs.LocalFileSystem)
 
     def join(self, *parts: str) -> str:
         return "/".join([self.path.rstrip("/"), *parts])
@@ -97,7 +102,7 @@ class Store:
         final = self.join(*parts)
         parent = final.rsplit("/", 1)[0]
         self.fs.create_dir(parent, recursive=True)
-        if isinstance(self.fs, pafs.LocalFileSystem):
+        if self.local:
             tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"    # hidden, and not *.parquet: no glob sees it
             with self.fs.open_output_stream(tmp) as f:
                 f.write(data)

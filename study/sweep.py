@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,12 +112,13 @@ class CellSearcher(Searcher):
     """One Ray Tune searcher over all cells; inside each cell an Optuna study asked and told by
     hand. Slots are issued round-robin over cells so every cell makes progress together."""
 
-    def __init__(self, spec: Spec, store: Store, journal: str, finished: dict[str, dict]):
+    def __init__(self, spec: Spec, store: Store, finished: dict[str, dict]):
         super().__init__()
         self.spec, self.store = spec, store
         self.dists = searched(spec)
         self.odists = {k: optuna_dist(d) for k, d in self.dists.items()}
-        storage = JournalStorage(JournalFileBackend(journal))
+        self.journal = Journal(store)
+        storage = JournalStorage(JournalFileBackend(self.journal.path))
         directions = ["maximize" if o.mode == "max" else "minimize" for o in spec.objectives]
         self.studies, self.slots, self.queue, self.live = {}, [], [], {}
         self.by_trial: dict[str, Slot] = {}
@@ -191,9 +193,10 @@ class CellSearcher(Searcher):
         tid = make_trial_id(slot.cell, slot.index, seed)
         self.live[trial_id] = tid
         values = {**given_values(self.spec, slot.cell, slot.params), "seed": seed}
+        need = self.spec.resources.for_arch(values["arch"])
         return {"study": self.spec.study, "study_dir": self.store.uri, "trial_id": tid,
                 "cell": slot.cell.label, "values": values, "budget": self.spec.budget.model_dump(),
-                "cpus": self.spec.resources.cpu}
+                "cpus": need.cpu, "gpus": need.gpu}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         tid = self.live.pop(trial_id, None)      # Ray's trial id -> memscale's
@@ -206,6 +209,9 @@ class CellSearcher(Searcher):
         slot.rows[tid] = {**(result or {}), "status": status}
         if len(slot.rows) < len(self.spec.seeds) or slot.told or slot.number is None:
             return
+        self.tell(slot)
+
+    def tell(self, slot: Slot) -> None:
         st = self.studies[slot.cell.index]
         statuses = {r["status"] for r in slot.rows.values()}
         values = objective_values(self.spec, list(slot.rows.values()))
@@ -216,6 +222,7 @@ class CellSearcher(Searcher):
         else:
             st.tell(slot.number, state=TrialState.FAIL)
         slot.told = True
+        self.journal.push()
 
     def save(self, checkpoint_path: str) -> None:
         # Nothing to snapshot: the state is rebuilt from the trials table and the Optuna journal.
@@ -345,13 +352,32 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def journal_path(store: Store) -> str:
-    """The Optuna journal must be a local file; a remote study keeps it in a local cache folder."""
-    if "://" not in store.uri:
-        return store.join("optuna.journal")
-    cache = Path.home() / ".cache" / "memscale" / store.uri.replace("://", "_").replace("/", "_")
-    cache.mkdir(parents=True, exist_ok=True)
-    return str(cache / "optuna.journal")
+class Journal:
+    """The Optuna journal file. JournalFileBackend needs a local file: a local (or NFS) study keeps
+    it in the study folder; a remote one works on a local copy, pulled at start and pushed back
+    after every tell, so a resume from another machine continues the same Optuna studies."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        if store.local:
+            self.path = store.join("optuna.journal")
+            return
+        cache = Path(tempfile.mkdtemp(prefix="memscale-optuna-"))
+        self.path = str(cache / "optuna.journal")
+        Path(self.path).write_bytes(store.read_bytes("optuna.journal") or b"")
+
+    def push(self) -> None:
+        if not self.store.local:
+            self.store.write_bytes(Path(self.path).read_bytes(), "optuna.journal")
+
+
+def check_storage(store: Store) -> None:
+    """Trials on several machines must write to storage every one of them reaches."""
+    hosts = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    if len(hosts) > 1 and "://" not in store.uri:
+        raise UsageError(f"{store.uri}: a local path on a {len(hosts)}-machine cluster; give --results a "
+                         "URI every node reaches (s3://bucket/prefix, gs://..., or file:///path on a "
+                         "shared filesystem mounted on every node)")
 
 
 def run_study(spec: Spec, store: Store, address: str | None = None) -> int:
@@ -365,7 +391,7 @@ def run_study(spec: Spec, store: Store, address: str | None = None) -> int:
 
 def _run(spec: Spec, store: Store, address: str | None) -> int:
     finished = {r["trial_id"]: r for r in store.trial_rows()}
-    searcher = CellSearcher(spec, store, journal_path(store), finished)
+    searcher = CellSearcher(spec, store, finished)
     todo = searcher.remaining()
     print(f"[{spec.study}] {len(cells(spec))} cells, {searcher.total()} trials, {todo} to run", flush=True)
     if todo == 0:
@@ -379,6 +405,7 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
             ray.init(address=address, **quiet)
         else:
             ray.init(include_dashboard=False, **quiet)
+    check_storage(store)
     scheduler = None
     if spec.scheduler and spec.scheduler.asha:
         o = spec.objectives[0]
@@ -387,9 +414,9 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
                                   max_t=max(1, spec.budget.steps // spec.budget.eval_every),
                                   grace_period=a.grace_period, reduction_factor=a.reduction_factor)
     callback = ResultsCallback(spec, store, searcher, code_version())
-    storage = store.uri if "://" in store.uri else store.path
+    storage = store.path if store.local else store.uri
     tuner = Tuner(
-        tune.with_resources(trial_fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
+        tune.with_resources(trial_fn, lambda cfg: {"cpu": cfg["cpus"], "gpu": cfg["gpus"]}),
         tune_config=TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=todo,
                                max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
         run_config=RunConfig(name=f"ray/run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
@@ -397,6 +424,7 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
                              callbacks=[callback], verbose=0),
     )
     tuner.fit()
+    searcher.journal.push()
     left = searcher.remaining()
     print(f"[{spec.study}] done in {time.time() - callback.t0:.0f}s; {searcher.total() - left} of "
           f"{searcher.total()} trials finished", flush=True)

@@ -5,6 +5,7 @@ evaluation; the sweep turns that into a Tune report, a test into a list.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import resource
@@ -23,8 +24,21 @@ Report = Callable[[dict, list, "dict | None"], None]
 
 
 def pick_device() -> torch.device:
-    # Ray hides GPUs a trial did not ask for (CUDA_VISIBLE_DEVICES), so this follows the spec.
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Ray hides GPUs a trial did not ask for and shows the one (or the fraction of one) it got as
+    # device 0 (CUDA_VISIBLE_DEVICES), so this follows the spec and pins the trial to its GPU.
+    if torch.cuda.is_available():
+        torch.cuda.set_device(0)
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def precision(device: torch.device, recurrent: bool) -> tuple[str, Callable]:
+    """(dtype name, autocast context factory). On CUDA, attention, convolutions and matmuls run
+    under bf16 autocast (SDPA then picks its flash or memory-efficient kernel); recurrences stay
+    fp32, where rounding compounds over thousands of steps. The CPU path is plain fp32."""
+    if device.type == "cuda" and not recurrent and torch.cuda.is_bf16_supported():
+        return "bfloat16", lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return "float32", contextlib.nullcontext
 
 
 def peak_mem_bytes(device: torch.device) -> int:
@@ -34,7 +48,8 @@ def peak_mem_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def train_step(model, task, batch, window: int | None, opt, grad_clip: float) -> float:
+def train_step(model, task, batch, window: int | None, opt, grad_clip: float,
+               amp: Callable = contextlib.nullcontext) -> float:
     """One optimiser step on one batch. Recurrent models with a window run truncated BPTT: the
     state carries across chunks of `window` steps, the gradient is cut at each boundary, and the
     chunk losses are weighted so the total equals the full-sequence mean loss."""
@@ -53,8 +68,9 @@ def train_step(model, task, batch, window: int | None, opt, grad_clip: float) ->
                 total += loss.item()
             state = detach_state(state)
     else:
-        out, _ = model(batch.x)
-        loss = task.loss(out, batch)
+        with amp():
+            out, _ = model(batch.x)
+            loss = task.loss(out.float(), batch)
         if model.aux_loss is not None:     # the universal transformer's ponder cost, already weighted
             loss = loss + model.aux_loss
         loss.backward()
@@ -86,6 +102,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
     gen = torch.Generator().manual_seed(seed)
     lags = ladder(r.task_cfg.lag, r.task_cfg.lag_dist, r.train.max_lag)
     fpt = model.flops_per_token(seq_len, window)
+    dtype, amp = precision(device, model.recurrent)
     tokens_per_step = r.train.batch_size * seq_len
     started = time.perf_counter()
 
@@ -100,7 +117,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
     elapsed0 = s["elapsed_s"]
 
     static = {"params": model.num_params(), "state_size": model.state_size(seq_len, window),
-              "flops_per_token": fpt, "device": device.type, "dtype": "float32",
+              "flops_per_token": fpt, "device": device.type, "dtype": dtype,
               "host": platform.node(), "torch_version": torch.__version__, **flat_params(r)}
 
     def snapshot() -> dict:
@@ -130,7 +147,8 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
         return out
 
     def measure() -> list[dict]:
-        return evaluate(model, task, lags, r.train.eval_batch, seed, device, r.train.max_eval_s, seq_len)
+        with amp():
+            return evaluate(model, task, lags, r.train.eval_batch, seed, device, r.train.max_eval_s, seq_len)
 
     model.train()
     status, error = "completed", None
@@ -138,7 +156,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
         while s["step"] < budget.steps:
             batch = task.sample(r.train.batch_size, gen, seq_len=seq_len).to(device)
             t0 = time.perf_counter()
-            loss = train_step(model, task, batch, window, opt, r.train.grad_clip)
+            loss = train_step(model, task, batch, window, opt, r.train.grad_clip, amp)
             s["wall_s"] += time.perf_counter() - t0
             s["step"] += 1
             if not math.isfinite(loss):
