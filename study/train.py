@@ -41,11 +41,41 @@ def precision(device: torch.device, recurrent: bool) -> tuple[str, Callable]:
     return "float32", contextlib.nullcontext
 
 
-def peak_mem_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return int(torch.cuda.max_memory_allocated(device))
-    # ru_maxrss: the process's resident high-water mark, in KiB on Linux
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+class PeakMemory:
+    """Peak memory a trial added. CUDA: the allocator's peak. CPU: the resident high-water mark
+    (VmHWM) less the resident size at the trial's start; Linux resets VmHWM when "5" is written to
+    /proc/self/clear_refs, so a worker process that ran earlier trials does not leak its old peak
+    into this one. Elsewhere: ru_maxrss, the process's lifetime peak (an upper bound)."""
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            return
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.base = self._status("VmRSS")
+        except OSError:
+            self.base = None
+
+    @staticmethod
+    def _status(key: str) -> int:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1]) * 1024      # kB
+        raise OSError(key)
+
+    def bytes(self) -> int:
+        if self.device.type == "cuda":
+            return int(torch.cuda.max_memory_allocated(self.device))
+        if self.base is not None:
+            try:
+                return max(0, self._status("VmHWM") - self.base)
+            except OSError:
+                pass
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
 def train_step(model, task, batch, window: int | None, opt, grad_clip: float,
@@ -92,6 +122,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
     task = build_task(r.task, r.task_cfg)
     seq_len, window = seq_len_of(r), r.train.window
     torch.manual_seed(seed)
+    peak = PeakMemory(device)
     try:
         model = build_model(r.arch, r.model, task.io, seq_len, window).to(device)
     except (RuntimeError, MemoryError) as e:      # a model too big to allocate is a result too
@@ -139,7 +170,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
                "memory_length": mem, "tau": r.train.tau, "lr": r.train.lr,
                "solved": bool(trained_lag and trained_lag["feasible"] and trained_lag["score"] >= r.train.tau)
                if curve else None,
-               "peak_mem_bytes": peak_mem_bytes(device), "status": status, "error": error}
+               "peak_mem_bytes": peak.bytes(), "status": status, "error": error}
         s["loss_sum"], s["loss_n"] = 0.0, 0
         # the final state is checkpointed too, so a rerun of a finished trial only re-reports it
         ckpt = snapshot() if done or s["iteration"] % budget.checkpoint_every == 0 else None
