@@ -17,6 +17,7 @@ from study.results import TABLES, Store, schema
 QUERIES = Path(__file__).parent / "queries"
 GLOBS = {"trials": "parquet/trials/*.parquet", "metrics": "parquet/metrics/*/*.parquet",
          "lag_curves": "parquet/lag_curves/*/*.parquet"}
+REMOTE_PREFIX = "_remote_"
 DUCK = {pa.int64(): "BIGINT", pa.float64(): "DOUBLE", pa.bool_(): "BOOLEAN", pa.string(): "VARCHAR"}
 
 
@@ -40,11 +41,12 @@ def question(name: str) -> str:
 def view_sql(store: Store, table: str) -> str:
     """A view over the table's files, or a typed empty view while there are none yet (a view over
     a glob that matches nothing fails in DuckDB)."""
-    base = store.path if "://" not in store.uri else store.uri
-    glob = f"{base.rstrip('/')}/{GLOBS[table]}"
+    glob = f"{store.path.rstrip('/')}/{GLOBS[table]}"
     has_files = bool(store.fs.get_file_info(_selector(store, table)))
-    if has_files:
+    if has_files and store.local:
         return f"SELECT * FROM read_parquet('{glob}', union_by_name=true)"
+    if has_files:    # s3://, gs://: read through pyarrow's filesystem, no DuckDB extension needed
+        return f"SELECT * FROM {REMOTE_PREFIX}{table}"
     cols = ", ".join(f"CAST(NULL AS {duck_type(f.type)}) AS \"{f.name}\"" for f in schema(table))
     return f"SELECT {cols} WHERE false"
 
@@ -54,8 +56,20 @@ def _selector(store: Store, table: str):
     return FileSelector(store.join("parquet", table), allow_not_found=True, recursive=True)
 
 
+def register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+    """Expose a remote study's tables to DuckDB as pyarrow datasets over the store's filesystem."""
+    import pyarrow.dataset as ds
+    for t in TABLES:
+        files = [i.path for i in store.fs.get_file_info(_selector(store, t)) if i.path.endswith(".parquet")]
+        if files:
+            con.register(f"{REMOTE_PREFIX}{t}", ds.dataset(files, schema=schema(t), filesystem=store.fs,
+                                                           format="parquet"))
+
+
 def create_views(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     """In the connection's current database (`USE`), so the query views bind to its tables."""
+    if not store.local:
+        register_remote(con, store)
     for t in TABLES:
         con.execute(f"CREATE OR REPLACE VIEW {t} AS {view_sql(store, t)}")
     create_query_views(con)
@@ -86,7 +100,7 @@ def connect(study_dir: str) -> duckdb.DuckDBPyConnection:
     con = duckdb.connect()
     con.execute("SET parquet_metadata_cache = true")   # views re-read file footers on every bind otherwise
     create_views(con, store)
-    if "://" not in study_dir:
+    if store.local:
         persist_views(store)
     return con
 
@@ -97,10 +111,12 @@ def snapshot(study_dir: str) -> duckdb.DuckDBPyConnection:
     figures then describe the same moment even while a sweep keeps writing."""
     store = Store(study_dir)
     con = duckdb.connect()
+    if not store.local:
+        register_remote(con, store)
     for t in TABLES:
         con.execute(f"CREATE TABLE {t} AS {view_sql(store, t)}")
     create_query_views(con)
-    if "://" not in study_dir:
+    if store.local:
         persist_views(store)
     return con
 

@@ -6,6 +6,7 @@ import base64
 import csv
 import datetime as dt
 import html
+import tempfile
 import time
 from pathlib import Path
 
@@ -73,9 +74,8 @@ def write_report(study_dir: str, spec, n_boot: int = fit.N_BOOT, seed: int = 0,
     timings, when given, receives the seconds spent in each stage (for bench/bench_report.py).
     """
     store = Store(study_dir)
-    if "://" in study_dir:
-        raise NotImplementedError("study report writes to a local folder; copy the study locally first")
-    out = Path(store.path) / "report"
+    # a remote study (s3://, gs://) is reported in a local folder, then uploaded beside its tables
+    out = Path(store.path) / "report" if store.local else Path(tempfile.mkdtemp(prefix="memscale-report-"))
     out.mkdir(parents=True, exist_ok=True)
     clock = {"t": time.perf_counter()}
     timings = timings if timings is not None else {}
@@ -186,4 +186,8 @@ seed {seed}; the frontier is recomputed in every resample). Fewer than {fit.MIN_
 """
     (out / "report.html").write_text(page)
     lap("html")
+    if not store.local:
+        for f in sorted(out.iterdir()):
+            store.write_bytes(f.read_bytes(), "report", f.name)
+        print(f"uploaded the report to {study_dir.rstrip('/')}/report/")
     return out / "report.html"

@@ -61,7 +61,7 @@ def cmd_run(a) -> int:
         if not a.force_new:
             raise UsageError(f"{path}: holds study {spec.study!r} with a different spec; "
                              f"resume it, or pass --force-new to move it aside and start again")
-        if "://" in path:
+        if not store.local:
             raise UsageError(f"{path}: --force-new cannot move a remote folder; delete it yourself")
         aside = f"{store.path}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         shutil.move(store.path, aside)

@@ -58,10 +58,19 @@ class Objective(BaseModel):
     mode: Literal["max", "min"] = "max"
 
 
-class Resources(BaseModel):
+class Request(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     cpu: float = Field(1, gt=0)
-    gpu: float = Field(0, ge=0)
+    gpu: float = Field(0, ge=0)          # fractional: 0.25 packs four small trials on one GPU
+
+
+class Resources(Request):
+    # e.g. {transformer: {cpu: 1, gpu: 1}}: attention at long seq_len gets a whole GPU while small
+    # recurrent trials share one
+    per_arch: dict[str, Request] = {}
+
+    def for_arch(self, arch: str) -> Request:
+        return self.per_arch.get(arch, Request(cpu=self.cpu, gpu=self.gpu))
 
 
 class Asha(BaseModel):
@@ -86,7 +95,7 @@ class Spec(BaseModel):
     objective: Union[Objective, list[Objective]] = Objective()
     budget: Budget = Budget()
     scheduler: Scheduler | None = None
-    sampler: Literal["tpe", "nsga2", "random", "grid"] = "tpe"
+    sampler: Literal["tpe", "nsga2", "random", "grid"] | None = None   # None: tpe, nsga2 if multi-objective
     resources: Resources = Resources()
     seeds: list[int] = Field([0], min_length=1)
     max_failures: int = Field(2, ge=0)
@@ -327,6 +336,8 @@ def validate(spec: Spec, path: str) -> None:
         if a is None:
             raise SpecError(f"{path}: grid.arch: no arch given (valid: {', '.join(MODELS.names())})")
         _check_name(path, "grid.arch" if "arch" in spec.grid else "fixed.arch", a, MODELS)
+    for a in spec.resources.per_arch:
+        _check_name(path, f"resources.per_arch.{a}", a, MODELS)
     for t in tasks:
         if t is None:
             raise SpecError(f"{path}: task: no task given (valid: {', '.join(TASKS.names())})")

@@ -27,12 +27,13 @@ TRIAL_COLUMNS = {
     "tokens": "int", "steps": "int", "wall_s": "float", "peak_mem_bytes": "int", "device": "str",
     "dtype": "str", "status": "str", "error": "str", "memory_length": "int", "tau": "float",
     "solved": "bool", "final_loss": "float", "eval_loss": "float", "started_at": "timestamp",
-    "ended_at": "timestamp", "host": "str", "code_version": "str", "torch_version": "str",
+    "ended_at": "timestamp", "host": "str", "node": "str", "resumed_from_step": "int",
+    "code_version": "str", "torch_version": "str",
 }
 METRIC_COLUMNS = {
     "study": "str", "trial_id": "str", "iteration": "int", "step": "int", "tokens": "int",
     "train_flops": "float", "wall_s": "float", "train_loss": "float", "eval_loss": "float",
-    "memory_length": "int", "lr": "float",
+    "memory_length": "int", "lr": "float", "node": "str",   # node: where this evaluation ran
 }
 CURVE_COLUMNS = {
     "study": "str", "trial_id": "str", "iteration": "int", "step": "int", "lag": "int", "score": "float",
@@ -81,9 +82,14 @@ def to_table(table: str, rows: list[dict[str, Any]]) -> pa.Table:
 class Store:
     """Reads and writes one study's files under ROOT/<study>/ on any pyarrow filesystem."""
 
-    def __init__(self, study_dir: str):
+    def __init__(self, study_dir: str, fs: pafs.FileSystem | None = None):
         self.uri = study_dir
-        self.fs, self.path = open_root(study_dir)
+        self.fs, self.path = (fs, study_dir) if fs is not None else open_root(study_dir)
+
+    @property
+    def local(self) -> bool:
+        """A local (or NFS-mounted) folder: renames are atomic and DuckDB reads it directly."""
+        return isinstance(self.fs, pafs.LocalFileSystem)
 
     def join(self, *parts: str) -> str:
         return "/".join([self.path.rstrip("/"), *parts])
@@ -96,7 +102,7 @@ class Store:
         final = self.join(*parts)
         parent = final.rsplit("/", 1)[0]
         self.fs.create_dir(parent, recursive=True)
-        if isinstance(self.fs, pafs.LocalFileSystem):
+        if self.local:
             tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"    # hidden, and not *.parquet: no glob sees it
             with self.fs.open_output_stream(tmp) as f:
                 f.write(data)
@@ -107,6 +113,12 @@ class Store:
 
     def _commit(self, tmp: str, final: str) -> None:
         self.fs.move(tmp, final)     # a rename: readers see the old file or the new one, never half
+
+    def delete(self, *parts: str) -> None:
+        try:
+            self.fs.delete_file(self.join(*parts))
+        except (FileNotFoundError, OSError):
+            pass
 
     def read_bytes(self, *parts: str) -> bytes | None:
         try:

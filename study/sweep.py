@@ -17,6 +17,7 @@ import json
 import os
 import socket
 import subprocess
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,7 +36,7 @@ from ray.tune.schedulers import ASHAScheduler
 from ray.tune.search import Searcher
 
 import study
-from study.config import Budget, Cell, Dist, Spec, cells, flat_params, given_values, resolve, searched
+from study.config import Budget, Cell, Dist, Spec, UsageError, cells, flat_params, given_values, resolve, searched
 from study.results import Store
 from study.train import train
 
@@ -76,11 +77,12 @@ def grid_values(d: Dist) -> list:
 
 
 def make_sampler(spec: Spec, dists: dict[str, Dist], seed: int):
-    if spec.sampler == "random":
+    name = spec.sampler or ("nsga2" if len(spec.objectives) > 1 else "tpe")
+    if name == "random":
         return optuna.samplers.RandomSampler(seed=seed)
-    if spec.sampler == "grid":
+    if name == "grid":
         return optuna.samplers.GridSampler({k: grid_values(d) for k, d in dists.items()}, seed=seed)
-    if spec.sampler == "nsga2":
+    if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
 
@@ -110,20 +112,24 @@ class CellSearcher(Searcher):
     """One Ray Tune searcher over all cells; inside each cell an Optuna study asked and told by
     hand. Slots are issued round-robin over cells so every cell makes progress together."""
 
-    def __init__(self, spec: Spec, store: Store, journal: str, finished: dict[str, dict]):
+    def __init__(self, spec: Spec, store: Store, finished: dict[str, dict]):
         super().__init__()
         self.spec, self.store = spec, store
         self.dists = searched(spec)
         self.odists = {k: optuna_dist(d) for k, d in self.dists.items()}
-        storage = JournalStorage(JournalFileBackend(journal))
+        self.journal = Journal(store)
+        storage = JournalStorage(JournalFileBackend(self.journal.path))
         directions = ["maximize" if o.mode == "max" else "minimize" for o in spec.objectives]
         self.studies, self.slots, self.queue, self.live = {}, [], [], {}
         self.by_trial: dict[str, Slot] = {}
         grid = cells(spec)
         for c in grid:
-            self.studies[c.index] = optuna.create_study(
-                study_name=c.label, storage=storage, directions=directions, load_if_exists=True,
-                sampler=make_sampler(spec, self.dists, seed=c.index))
+            st = optuna.create_study(study_name=c.label, storage=storage, directions=directions,
+                                     load_if_exists=True)
+            # Seeded per cell and per resume: a sampler seeded the same way in every driver would
+            # replay its first random suggestions after a resume.
+            st.sampler = make_sampler(spec, self.dists, seed=c.index * 100_003 + len(st.trials))
+            self.studies[c.index] = st
         for k in range(spec.trials_per_cell):
             for c in grid:
                 slot = Slot(c, k)
@@ -159,6 +165,10 @@ class CellSearcher(Searcher):
     def remaining(self) -> int:
         return sum(len(self.spec.seeds) - len(s.rows) for s in self.slots)
 
+    def cells_done(self) -> int:
+        unfinished = {s.cell.index for s in self.slots if len(s.rows) < len(self.spec.seeds)}
+        return len(self.studies) - len(unfinished)
+
     def _ask(self, slot: Slot) -> None:
         st = self.studies[slot.cell.index]
         if slot.params is not None:   # a configuration re-asked after a crash keeps its values
@@ -183,9 +193,10 @@ class CellSearcher(Searcher):
         tid = make_trial_id(slot.cell, slot.index, seed)
         self.live[trial_id] = tid
         values = {**given_values(self.spec, slot.cell, slot.params), "seed": seed}
+        need = self.spec.resources.for_arch(values["arch"])
         return {"study": self.spec.study, "study_dir": self.store.uri, "trial_id": tid,
                 "cell": slot.cell.label, "values": values, "budget": self.spec.budget.model_dump(),
-                "cpus": self.spec.resources.cpu}
+                "cpus": need.cpu, "gpus": need.gpu}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         tid = self.live.pop(trial_id, None)      # Ray's trial id -> memscale's
@@ -198,6 +209,9 @@ class CellSearcher(Searcher):
         slot.rows[tid] = {**(result or {}), "status": status}
         if len(slot.rows) < len(self.spec.seeds) or slot.told or slot.number is None:
             return
+        self.tell(slot)
+
+    def tell(self, slot: Slot) -> None:
         st = self.studies[slot.cell.index]
         statuses = {r["status"] for r in slot.rows.values()}
         values = objective_values(self.spec, list(slot.rows.values()))
@@ -208,6 +222,7 @@ class CellSearcher(Searcher):
         else:
             st.tell(slot.number, state=TrialState.FAIL)
         slot.told = True
+        self.journal.push()
 
     def save(self, checkpoint_path: str) -> None:
         # Nothing to snapshot: the state is rebuilt from the trials table and the Optuna journal.
@@ -226,10 +241,11 @@ def trial_fn(config: dict) -> None:
     history: list = list(resume["history"]) if resume else []
     replay: list = list(history)          # rows a dead driver may not have written: sent again
     node = ray.get_runtime_context().get_node_id()
+    resumed_from = resume["progress"]["step"] if resume else None   # provenance: continued, not restarted
 
     def send(metrics: dict, curve: list) -> None:
         nonlocal replay
-        result = {**metrics, "node": node, "lag_curve": curve}
+        result = {**metrics, "lag_curve": curve}
         if replay:
             result["replay"], replay = replay, []
         tune.report(result)
@@ -241,10 +257,11 @@ def trial_fn(config: dict) -> None:
         return
 
     def report(metrics: dict, curve: list, ckpt: dict | None) -> None:
+        metrics = {**metrics, "node": node, "resumed_from_step": resumed_from}
         history.append((metrics, curve))
         if ckpt is not None:
             buf = io.BytesIO()
-            torch.save({**ckpt, "history": history, "final": metrics["status"] != "running"}, buf)
+            torch.save({**ckpt, "history": history, "final": metrics["status"] != "running", "node": node}, buf)
             store.write_bytes(buf.getvalue(), "checkpoints", f"{tid}.pt")
         send(metrics, curve)
 
@@ -311,7 +328,8 @@ class ResultsCallback(Callback):
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
         best = max(self.best.items(), key=lambda kv: kv[1], default=None)
         best_s = f" | best L* {best[1]} ({best[0]})" if best else ""
-        print(f"[{self.spec.study}] {time.time() - self.t0:6.0f}s  trials finished {done}/{s.total()} "
+        print(f"[{self.spec.study}] {time.time() - self.t0:6.0f}s  cells done {s.cells_done()}/{len(s.studies)}, "
+              f"trials finished {done}/{s.total()} "
               f"({counts}) | running {len(s.live)}{best_s}", flush=True)
 
 
@@ -321,7 +339,7 @@ def acquire_driver_lock(store: Store) -> None:
     if raw:
         info = json.loads(raw)
         if info.get("host") == socket.gethostname() and pid_alive(info.get("pid", -1)):
-            raise RuntimeError(f"a driver (pid {info['pid']}) is already running this study")
+            raise UsageError(f"a driver (pid {info['pid']}) is already running this study")
     store.write_bytes(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                   "started": time.time()}).encode(), "driver.json")
 
@@ -334,20 +352,46 @@ def pid_alive(pid: int) -> bool:
         return False
 
 
-def journal_path(store: Store) -> str:
-    """The Optuna journal must be a local file; a remote study keeps it in a local cache folder."""
-    if "://" not in store.uri:
-        return store.join("optuna.journal")
-    cache = Path.home() / ".cache" / "memscale" / store.uri.replace("://", "_").replace("/", "_")
-    cache.mkdir(parents=True, exist_ok=True)
-    return str(cache / "optuna.journal")
+class Journal:
+    """The Optuna journal file. JournalFileBackend needs a local file: a local (or NFS) study keeps
+    it in the study folder; a remote one works on a local copy, pulled at start and pushed back
+    after every tell, so a resume from another machine continues the same Optuna studies."""
+
+    def __init__(self, store: Store):
+        self.store = store
+        if store.local:
+            self.path = store.join("optuna.journal")
+            return
+        cache = Path(tempfile.mkdtemp(prefix="memscale-optuna-"))
+        self.path = str(cache / "optuna.journal")
+        Path(self.path).write_bytes(store.read_bytes("optuna.journal") or b"")
+
+    def push(self) -> None:
+        if not self.store.local:
+            self.store.write_bytes(Path(self.path).read_bytes(), "optuna.journal")
+
+
+def check_storage(store: Store) -> None:
+    """Trials on several machines must write to storage every one of them reaches."""
+    hosts = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    if len(hosts) > 1 and "://" not in store.uri:
+        raise UsageError(f"{store.uri}: a local path on a {len(hosts)}-machine cluster; give --results a "
+                         "URI every node reaches (s3://bucket/prefix, gs://..., or file:///path on a "
+                         "shared filesystem mounted on every node)")
 
 
 def run_study(spec: Spec, store: Store, address: str | None = None) -> int:
     """Run (or continue) every trial of the study that has no row in `trials` yet."""
     acquire_driver_lock(store)
+    try:
+        return _run(spec, store, address)
+    finally:
+        store.delete("driver.json")
+
+
+def _run(spec: Spec, store: Store, address: str | None) -> int:
     finished = {r["trial_id"]: r for r in store.trial_rows()}
-    searcher = CellSearcher(spec, store, journal_path(store), finished)
+    searcher = CellSearcher(spec, store, finished)
     todo = searcher.remaining()
     print(f"[{spec.study}] {len(cells(spec))} cells, {searcher.total()} trials, {todo} to run", flush=True)
     if todo == 0:
@@ -356,8 +400,12 @@ def run_study(spec: Spec, store: Store, address: str | None = None) -> int:
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if not ray.is_initialized():
-        ray.init(address=address, include_dashboard=False, log_to_driver=False,
-                 logging_level="ERROR", configure_logging=True)
+        quiet = {"log_to_driver": False, "logging_level": "ERROR"}
+        if address:                  # joining a cluster: its dashboard is its own business
+            ray.init(address=address, **quiet)
+        else:
+            ray.init(include_dashboard=False, **quiet)
+    check_storage(store)
     scheduler = None
     if spec.scheduler and spec.scheduler.asha:
         o = spec.objectives[0]
@@ -366,16 +414,17 @@ def run_study(spec: Spec, store: Store, address: str | None = None) -> int:
                                   max_t=max(1, spec.budget.steps // spec.budget.eval_every),
                                   grace_period=a.grace_period, reduction_factor=a.reduction_factor)
     callback = ResultsCallback(spec, store, searcher, code_version())
-    storage = store.uri if "://" in store.uri else store.path
+    storage = store.path if store.local else store.uri
     tuner = Tuner(
-        tune.with_resources(trial_fn, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
+        tune.with_resources(trial_fn, lambda cfg: {"cpu": cfg["cpus"], "gpu": cfg["gpus"]}),
         tune_config=TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=todo,
-                               max_concurrent_trials=spec.max_concurrent, reuse_actors=False),
+                               max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
         run_config=RunConfig(name=f"ray/run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=spec.max_failures),
                              callbacks=[callback], verbose=0),
     )
     tuner.fit()
+    searcher.journal.push()
     left = searcher.remaining()
     print(f"[{spec.study}] done in {time.time() - callback.t0:.0f}s; {searcher.total() - left} of "
           f"{searcher.total()} trials finished", flush=True)

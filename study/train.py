@@ -5,6 +5,7 @@ evaluation; the sweep turns that into a Tune report, a test into a list.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import resource
@@ -23,8 +24,21 @@ Report = Callable[[dict, list, "dict | None"], None]
 
 
 def pick_device() -> torch.device:
-    # Ray hides GPUs a trial did not ask for (CUDA_VISIBLE_DEVICES), so this follows the spec.
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    # Ray hides GPUs a trial did not ask for and shows the one (or the fraction of one) it got as
+    # device 0 (CUDA_VISIBLE_DEVICES), so this follows the spec and pins the trial to its GPU.
+    if torch.cuda.is_available():
+        torch.cuda.set_device(0)
+        return torch.device("cuda", 0)
+    return torch.device("cpu")
+
+
+def precision(device: torch.device, recurrent: bool) -> tuple[str, Callable]:
+    """(dtype name, autocast context factory). On CUDA, attention, convolutions and matmuls run
+    under bf16 autocast (SDPA then picks its flash or memory-efficient kernel); recurrences stay
+    fp32, where rounding compounds over thousands of steps. The CPU path is plain fp32."""
+    if device.type == "cuda" and not recurrent and torch.cuda.is_bf16_supported():
+        return "bfloat16", lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    return "float32", contextlib.nullcontext
 
 
 def peak_mem_bytes(device: torch.device) -> int:
@@ -34,7 +48,8 @@ def peak_mem_bytes(device: torch.device) -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def train_step(model, task, batch, window: int | None, opt, grad_clip: float) -> float:
+def train_step(model, task, batch, window: int | None, opt, grad_clip: float,
+               amp: Callable = contextlib.nullcontext) -> float:
     """One optimiser step on one batch. Recurrent models with a window run truncated BPTT: the
     state carries across chunks of `window` steps, the gradient is cut at each boundary, and the
     chunk losses are weighted so the total equals the full-sequence mean loss."""
@@ -53,8 +68,11 @@ def train_step(model, task, batch, window: int | None, opt, grad_clip: float) ->
                 total += loss.item()
             state = detach_state(state)
     else:
-        out, _ = model(batch.x)
-        loss = task.loss(out, batch)
+        with amp():
+            out, _ = model(batch.x)
+            loss = task.loss(out.float(), batch)
+        if model.aux_loss is not None:     # the universal transformer's ponder cost, already weighted
+            loss = loss + model.aux_loss
         loss.backward()
         total = loss.item()
     if math.isfinite(total):
@@ -74,23 +92,32 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
     task = build_task(r.task, r.task_cfg)
     seq_len, window = seq_len_of(r), r.train.window
     torch.manual_seed(seed)
-    model = build_model(r.arch, r.model, task.io, seq_len, window).to(device)
+    try:
+        model = build_model(r.arch, r.model, task.io, seq_len, window).to(device)
+    except (RuntimeError, MemoryError) as e:      # a model too big to allocate is a result too
+        if not is_oom(e):
+            raise
+        return _oom_at_build(values, r, seq_len, e, report)
     opt = torch.optim.Adam(model.parameters(), lr=r.train.lr, weight_decay=r.train.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     lags = ladder(r.task_cfg.lag, r.task_cfg.lag_dist, r.train.max_lag)
     fpt = model.flops_per_token(seq_len, window)
+    dtype, amp = precision(device, model.recurrent)
     tokens_per_step = r.train.batch_size * seq_len
+    started = time.perf_counter()
 
-    s = {"step": 0, "iteration": 0, "wall_s": 0.0, "loss_sum": 0.0, "loss_n": 0, "started_at": time.time()}
+    s = {"step": 0, "iteration": 0, "wall_s": 0.0, "loss_sum": 0.0, "loss_n": 0, "started_at": time.time(),
+         "elapsed_s": 0.0}
     if resume:
         model.load_state_dict(resume["model"])
         opt.load_state_dict(resume["opt"])
         gen.set_state(resume["gen"])
         torch.set_rng_state(resume["torch_rng"])
         s = resume["progress"]
+    elapsed0 = s["elapsed_s"]
 
     static = {"params": model.num_params(), "state_size": model.state_size(seq_len, window),
-              "flops_per_token": fpt, "device": device.type, "dtype": "float32",
+              "flops_per_token": fpt, "device": device.type, "dtype": dtype,
               "host": platform.node(), "torch_version": torch.__version__, **flat_params(r)}
 
     def snapshot() -> dict:
@@ -120,7 +147,8 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
         return out
 
     def measure() -> list[dict]:
-        return evaluate(model, task, lags, r.train.eval_batch, seed, device, r.train.max_eval_s, seq_len)
+        with amp():
+            return evaluate(model, task, lags, r.train.eval_batch, seed, device, r.train.max_eval_s, seq_len)
 
     model.train()
     status, error = "completed", None
@@ -128,7 +156,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
         while s["step"] < budget.steps:
             batch = task.sample(r.train.batch_size, gen, seq_len=seq_len).to(device)
             t0 = time.perf_counter()
-            loss = train_step(model, task, batch, window, opt, r.train.grad_clip)
+            loss = train_step(model, task, batch, window, opt, r.train.grad_clip, amp)
             s["wall_s"] += time.perf_counter() - t0
             s["step"] += 1
             if not math.isfinite(loss):
@@ -136,7 +164,8 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
                 break
             s["loss_sum"] += loss
             s["loss_n"] += 1
-            if budget.max_wall_s is not None and s["wall_s"] > budget.max_wall_s:
+            s["elapsed_s"] = elapsed0 + time.perf_counter() - started    # training and evaluation
+            if budget.max_wall_s is not None and s["elapsed_s"] > budget.max_wall_s:
                 status, error = "timeout", f"training passed max_wall_s={budget.max_wall_s}"
                 break
             if budget.max_flops is not None and 3.0 * fpt * s["step"] * tokens_per_step >= budget.max_flops:
@@ -149,3 +178,13 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
         status, error = "oom", str(e).splitlines()[0][:500]
     curve = measure() if status in ("completed", "timeout") else []
     return emit(status, curve, error)
+
+
+def _oom_at_build(values: dict, r: Resolved, seq_len: int, e: BaseException, report: Report) -> dict:
+    out = {**flat_params(r), "iteration": 1, "step": 0, "steps": 0, "tokens": 0, "train_flops": 0.0,
+           "wall_s": 0.0, "status": "oom", "error": str(e).splitlines()[0][:500], "started_at": time.time(),
+           "ended_at": time.time(), "host": platform.node(), "torch_version": torch.__version__,
+           "device": pick_device().type, "dtype": "float32", "memory_length": None, "tau": r.train.tau,
+           "lr": r.train.lr}
+    report(out, [], None)
+    return out

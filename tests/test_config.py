@@ -128,3 +128,11 @@ def test_list_shows_archs_and_tasks(capsys):
     out = capsys.readouterr().out
     for name in ("lstm", "transformer", "tcn", "copy"):
         assert f"  {name} " in out
+
+
+def test_per_arch_resources():
+    spec = parse_spec(GOOD.replace("arch: [lstm]", "arch: [lstm, transformer]")
+                      + "resources: {cpu: 1, gpu: 0.25, per_arch: {transformer: {cpu: 2, gpu: 1}}}\n", "s.yaml")
+    assert spec.resources.for_arch("transformer").gpu == 1 and spec.resources.for_arch("lstm").gpu == 0.25
+    msg = error_of(GOOD + "resources: {per_arch: {transfomer: {gpu: 1}}}\n")
+    assert "resources.per_arch.transfomer" in msg and "valid: " in msg

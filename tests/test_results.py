@@ -31,7 +31,7 @@ def test_schema_has_the_design_columns():
                 "code_version", "torch_version"):
         assert col in trials, col
     assert schema("metrics").names == ["study", "trial_id", "iteration", "step", "tokens", "train_flops",
-                                       "wall_s", "train_loss", "eval_loss", "memory_length", "lr"]
+                                       "wall_s", "train_loss", "eval_loss", "memory_length", "lr", "node"]
     assert {"study", "trial_id", "step", "lag", "score", "score_lo", "score_hi", "metric", "n",
             "feasible"} <= set(schema("lag_curves").names)
     assert str(schema("trials").field("window").type) == "int64"
