@@ -157,7 +157,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
 
     def emit(status: str, curve: list[dict], error: str | None = None) -> dict:
         s["iteration"] += 1
-        mem = memory_length(curve, r.train.tau) if curve else None
+        mem = memory_length(curve, r.train.tau, task.memory_rule) if curve else None
         tokens = s["step"] * tokens_per_step
         trained_lag = next((c for c in curve if c["lag"] == r.task_cfg.lag), None)
         loss = s["loss_sum"] / s["loss_n"] if s["loss_n"] else None

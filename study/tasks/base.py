@@ -37,6 +37,9 @@ class Task:
     kind: Literal["classification", "regression"] = "classification"
     io: IO
     chance: float = 0.0
+    # How L* is read off the lag curve (study.memory.memory_length): "threshold" is DESIGN.md's
+    # score >= tau rule; "gain" (text) is the longest context that still lowers the loss.
+    memory_rule: Literal["threshold", "gain"] = "threshold"
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg
@@ -49,6 +52,10 @@ class Task:
         if self.cfg.lag_dist == "fixed":
             return torch.full((n,), self.cfg.lag, dtype=torch.long)
         return torch.randint(1, self.cfg.lag + 1, (n,), generator=gen)
+
+    def eval_size(self, n: int, lag: int) -> int:
+        """Sequences to score at one ladder lag, given the trial's eval_batch n (text scores more)."""
+        return n
 
     def sample(self, n: int, gen: torch.Generator, lag: int | None = None, seq_len: int | None = None) -> Batch:
         """n sequences; `lag` fixes every sequence's lag (evaluation), else the training distribution."""
