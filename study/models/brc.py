@@ -8,7 +8,9 @@ BRC (paper eq. 8, nvecoven/BRC cells.py), with per-neuron recurrent weights w_a,
     h_t = c_t ⊙ h_{t-1} + (1 - c_t) ⊙ tanh(U x_t + a_t ⊙ h_{t-1})      (no candidate bias)
 nBRC (eq. 9) replaces w_a ⊙ h and w_c ⊙ h by full matrices W_a h and W_c h. a_t > 1 makes a
 neuron bistable, so it can hold a bit indefinitely. Init: U glorot-uniform, biases 0, BRC
-w_a = w_c = 1, nBRC W_a, W_c glorot-uniform (the reference code's Keras defaults). State: L x D.
+w_a = w_c = 1, nBRC W_a, W_c glorot-uniform (the reference code's Keras defaults). The per-step
+loop runs in recurrences.py (scripted forward, hand-written backward); `fast = False` runs the plain
+autograd loop, the reference the tests compare it with. State: L x D.
 """
 from __future__ import annotations
 
@@ -16,6 +18,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from study.models import recurrences
 from study.models.base import ModelConfig, SequenceModel
 from study.registry import MODELS
 
@@ -38,6 +41,7 @@ class _Bistable(SequenceModel):
         else:
             self.rec = nn.ParameterList(nn.Parameter(torch.ones(2, d)) for _ in range(L))  # w_a, w_c
         self.drop = nn.Dropout(cfg.dropout)
+        self.fast = True     # False: the autograd step loop (tests compare the two)
         with torch.no_grad():
             for k in range(L):
                 for w in self.inp[k].weight.chunk(3, dim=0):
@@ -57,18 +61,22 @@ class _Bistable(SequenceModel):
             xa, xc, xz = self.inp[k](h).chunk(3, dim=-1)     # 3 x (B, T, D), parallel over time
             ba, bc = self.bias[k].chunk(2)
             xa, xc = xa + ba, xc + bc
-            hk, outs = state[k], []
-            for t in range(h.shape[1]):
-                if self.neuromodulated:
-                    ra, rc = self.rec[k](hk).chunk(2, dim=-1)    # W_a h, W_c h
-                else:
-                    ra, rc = self.rec[k][0] * hk, self.rec[k][1] * hk
-                a = 1 + torch.tanh(xa[:, t] + ra)
-                c = torch.sigmoid(xc[:, t] + rc)
-                hk = c * hk + (1 - c) * torch.tanh(xz[:, t] + a * hk)
-                outs.append(hk)
-            last.append(hk)
-            h = torch.stack(outs, dim=1)                      # T x (B, D) -> (B, T, D)
+            if self.fast:
+                w = self.rec[k].weight if self.neuromodulated else self.rec[k]   # (2D, D) or (2, D)
+                h = recurrences.brc(xa, xc, xz, w, state[k], self.neuromodulated)
+            else:
+                hk, outs = state[k], []
+                for t in range(h.shape[1]):
+                    if self.neuromodulated:
+                        ra, rc = self.rec[k](hk).chunk(2, dim=-1)    # W_a h, W_c h
+                    else:
+                        ra, rc = self.rec[k][0] * hk, self.rec[k][1] * hk
+                    a = 1 + torch.tanh(xa[:, t] + ra)
+                    c = torch.sigmoid(xc[:, t] + rc)
+                    hk = c * hk + (1 - c) * torch.tanh(xz[:, t] + a * hk)
+                    outs.append(hk)
+                h = torch.stack(outs, dim=1)                  # T x (B, D) -> (B, T, D)
+            last.append(h[:, -1])
             if k < self.cfg.n_layers - 1:
                 h = self.drop(h)
         return h, torch.stack(last)

@@ -9,7 +9,8 @@ by |u_j|, kept in [-2^(1/T), 2^(1/T)] (a neuron may at most double over T steps,
 Setup from the paper's adding code (IndRNN_Theano_Lasagne/adding/adding.py): stacked layers,
 W ~ N(0, 0.001), u ~ U(0, 2^(1/T)) for the lower layers and U(0.5^(1/T), 2^(1/T)) for the last, and
 u clipped to its range after every update (here: `after_step`). T is the cell's training seq_len.
-State: L x D.
+The per-step loop runs in recurrences.py (scripted forward, hand-written backward); `fast = False`
+runs the plain autograd loop, the reference the tests compare it with. State: L x D.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from study.models import recurrences
 from study.models.base import ModelConfig, SequenceModel
 from study.registry import MODELS
 
@@ -37,6 +39,7 @@ class IndRNN(SequenceModel):
         self.inp = nn.ModuleList(nn.Linear(d, d) for _ in range(L))    # W and b of each layer
         self.u = nn.ParameterList(nn.Parameter(torch.empty(d)) for _ in range(L))
         self.drop = nn.Dropout(cfg.dropout)
+        self.fast = True     # False: the autograd step loop (tests compare the two)
         with torch.no_grad():
             for k in range(L):
                 nn.init.normal_(self.inp[k].weight, 0.0, 0.001)
@@ -53,12 +56,15 @@ class IndRNN(SequenceModel):
         last = []
         for k in range(self.cfg.n_layers):
             wx = self.inp[k](h)                     # (B, T, D): the input part is parallel over time
-            hk, u, outs = state[k], self.u[k], []
-            for t in range(wx.shape[1]):            # the ReLU makes the recurrence sequential
-                hk = torch.relu(wx[:, t] + u * hk)
-                outs.append(hk)
-            last.append(hk)
-            h = torch.stack(outs, dim=1)            # T x (B, D) -> (B, T, D)
+            if self.fast:
+                h = recurrences.indrnn(wx, self.u[k], state[k])
+            else:
+                hk, u, outs = state[k], self.u[k], []
+                for t in range(wx.shape[1]):        # the ReLU makes the recurrence sequential
+                    hk = torch.relu(wx[:, t] + u * hk)
+                    outs.append(hk)
+                h = torch.stack(outs, dim=1)        # T x (B, D) -> (B, T, D)
+            last.append(h[:, -1])
             if k < self.cfg.n_layers - 1:
                 h = self.drop(h)
         return h, torch.stack(last)

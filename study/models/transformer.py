@@ -50,6 +50,9 @@ def sinusoid(pos: torch.Tensor, d: int) -> torch.Tensor:
     return F.pad(out, (0, d - 2 * half))                                # odd d: one zero channel
 
 
+BLOCK = 64     # smallest query block of the blockwise sliding-window attention
+
+
 def causal_mask(T: int, window: int | None, device) -> torch.Tensor | None:
     """None for full causal attention (SDPA's is_causal), else a (T, T) banded boolean mask."""
     if window is None or window >= T:
@@ -57,6 +60,37 @@ def causal_mask(T: int, window: int | None, device) -> torch.Tensor | None:
     i = torch.arange(T, device=device)
     d = i[:, None] - i[None, :]
     return (d >= 0) & (d < window)
+
+
+def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Causal softmax attention where each query sees itself and the window - 1 keys before it.
+    q, k, v (B, H, T, Dh) -> (B, H, T, Dh).
+
+    Full windows use SDPA's is_causal (its CPU/GPU flash kernels never build the T x T scores).
+    A window much shorter than T is computed blockwise, as Longformer/BigBird-style local attention
+    is (Beltagy et al. 2020 sec. 3.1; Zaheer et al. 2020): queries in blocks of C >= window steps
+    attend to the keys of their own block and the previous one, so scores and mask take
+    O(T x 2C) memory and time instead of O(T^2); a query's window never reaches further back.
+    """
+    T = q.shape[2]
+    if window is None or window >= T:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    C = max(window, BLOCK)
+    if T <= 2 * C:      # short: one banded mask is cheaper than blocks
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(T, window, q.device))
+    B, H, _, Dh = q.shape
+    n = -(-T // C)
+    pad = n * C - T     # padded keys come after every real query, so no real query sees them
+    q, k, v = (F.pad(t, (0, 0, 0, pad)).view(B * H, n, C, Dh) for t in (q, k, v))   # (BH, n, C, Dh)
+    prev = lambda t: F.pad(t, (0, 0, 0, 0, 1, 0))[:, :-1]                          # block i-1 at i
+    k, v = torch.cat([prev(k), k], 2), torch.cat([prev(v), v], 2)                 # (BH, n, 2C, Dh)
+    i = torch.arange(C, device=q.device)[:, None]
+    j = torch.arange(2 * C, device=q.device)[None, :]
+    dist = C + i - j                                          # query step minus key step
+    mask = ((dist >= 0) & (dist < window)).expand(n, C, 2 * C).clone()
+    mask[0, :, :C] = False                                    # block 0 has no previous block
+    a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)                   # (BH, n, C, Dh)
+    return a.reshape(B, H, n * C, Dh)[:, :, :T]
 
 
 class Block(nn.Module):
@@ -90,9 +124,7 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor, window: int | None) -> torch.Tensor:
         q, k, v = self.project(x)
-        mask = causal_mask(x.shape[1], window, x.device)
-        a = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, is_causal=mask is None)   # (B, H, T, Dh)
-        return self.finish(x, a)
+        return self.finish(x, attention(q, k, v, window))       # attention: (B, H, T, Dh)
 
 
 def block_flops(cfg: TransformerConfig, ctx: float) -> float:

@@ -1,0 +1,143 @@
+"""Fast paths against slow, obviously correct references (values and gradients, float64).
+
+Covers what tests/test_models_families.py does not: blockwise sliding-window attention, TOVA's
+batched eviction, the hand-written backward of the elementwise recurrences, and gradients of the
+chunked linear attention.
+"""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from study.models import linear_attention, transformer
+from test_models import FEATURES, make, tokens   # shared helpers (tests/ is on sys.path)
+
+torch.set_num_threads(1)
+
+
+def rand(*shape, seed=0, grad=True):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).requires_grad_(grad)
+
+
+def grads(out, inputs):
+    return torch.autograd.grad((out * torch.linspace(-1, 1, out.shape[-1], dtype=out.dtype)).pow(2).sum(), inputs)
+
+
+def close(a, b, tol=1e-10):
+    return torch.allclose(a, b, atol=tol, rtol=0)
+
+
+# ---- sliding-window attention ------------------------------------------------------------------
+
+def naive_window_attention(q, k, v, window):
+    """One query at a time: softmax over the keys t - window + 1 .. t."""
+    T, out = q.shape[2], []
+    for t in range(T):
+        lo = max(0, t - window + 1)
+        s = (q[:, :, t:t + 1] @ k[:, :, lo:t + 1].transpose(-1, -2)) / math.sqrt(q.shape[-1])
+        out.append(torch.softmax(s, -1) @ v[:, :, lo:t + 1])
+    return torch.cat(out, 2)
+
+
+@pytest.mark.parametrize("T,window", [(300, 5), (300, 64), (257, 100), (200, 1), (130, 64), (90, 200)])
+def test_blockwise_window_attention_equals_per_query_loop(T, window):
+    q, k, v = rand(2, 3, T, 4, seed=1), rand(2, 3, T, 4, seed=2), rand(2, 3, T, 4, seed=3)
+    fast, ref = transformer.attention(q, k, v, window), naive_window_attention(q, k, v, window)
+    assert close(fast, ref)
+    for a, b in zip(grads(fast, (q, k, v)), grads(ref, (q, k, v))):
+        assert close(a, b)
+
+
+def test_windowed_transformer_blockwise_equals_dense_mask(monkeypatch):
+    m = make("transformer", seq_len=300, window=7)
+    x = tokens(2, 300)
+    fast, _ = m(x)
+    monkeypatch.setattr(transformer, "BLOCK", 10 ** 6)          # forces the (T, T) banded mask
+    dense, _ = m(x)
+    assert close(fast, dense)
+
+
+# ---- TOVA --------------------------------------------------------------------------------------
+
+def naive_tova(m, x):
+    """TOVA written out per layer, step, sequence and head (Oren et al. 2024 sec. 4): append the
+    token, attend, then drop the cached token with the lowest head-averaged weight if over budget."""
+    h = m.embed(x)
+    B, T, _ = h.shape
+    for b in m.blocks:
+        q, k, v = b.project(h)                                  # (B, H, T, Dh), rotary at 0..T-1
+        H, Dh = q.shape[1], q.shape[3]
+        out = torch.zeros_like(q)
+        for n in range(B):
+            cache = []                                          # time indices held, in order
+            for t in range(T):
+                cache.append(t)
+                w = [torch.softmax(q[n, hd, t] @ k[n, hd, cache].T / math.sqrt(Dh), -1) for hd in range(H)]
+                for hd in range(H):
+                    out[n, hd, t] = w[hd] @ v[n, hd, cache]
+                if len(cache) > m.window:
+                    mean = sum(w) / H
+                    cache.pop(int(torch.argmin(mean)))
+        h = b.finish(h, out)
+    return m.head(m.ln(h))
+
+
+def test_tova_equals_per_head_reference():
+    m = make("tova", window=5)
+    x = tokens(2, 30)
+    y, state = m(x)
+    assert close(y, naive_tova(m, x))
+    chunks, s = [], m.init_state(2)                              # streamed, the cache carried
+    for a, b in ((0, 3), (3, 11), (11, 30)):
+        out, s = m(x[:, a:b], s)
+        chunks.append(out)
+    assert close(torch.cat(chunks, 1), y)
+
+
+# ---- elementwise recurrences: hand-written backward = autograd through the step loop ----------
+
+@pytest.mark.parametrize("arch", ["indrnn", "brc", "nbrc"])
+def test_recurrence_fast_path_values_and_gradients(arch):
+    m = make(arch, io=FEATURES, n_layers=2)
+    x = rand(3, 41, 3, seed=4)
+    s0 = (0.5 * rand(2, 3, 8, seed=5, grad=False)).abs().requires_grad_(True)   # a live carried state
+    results = []
+    for fast in (True, False):
+        m.fast = fast
+        y, s = m(x, s0)
+        params = [p for p in m.parameters()]
+        loss_out = torch.cat([y.flatten(), s.flatten() ** 3])
+        results.append([y, s, *grads(loss_out[None], [x, s0, *params])])
+    for a, b in zip(*results):
+        assert close(a, b, tol=1e-10 * max(1.0, b.abs().max().item()))
+
+
+@pytest.mark.parametrize("arch", ["indrnn", "brc", "nbrc"])
+def test_recurrence_fast_path_with_relu_zeros_and_one_step(arch):
+    """Edge cases of the hand-written backward: T = 1, and IndRNN units at exactly 0 (dead ReLU)."""
+    m = make(arch, io=FEATURES)
+    for T in (1, 2):
+        x = rand(2, T, 3, seed=6)
+        res = []
+        for fast in (True, False):
+            m.fast = fast
+            y, s = m(x, m.init_state(2))
+            res.append([y, *grads(y, [x, *m.parameters()])])
+        for a, b in zip(*res):
+            assert close(a, b)
+
+
+# ---- chunked linear attention: gradients too ---------------------------------------------------
+
+def test_linear_attention_chunked_gradients_equal_recurrent():
+    q, k = (linear_attention.phi(rand(1, 2, 70, 3, seed=s, grad=False)).requires_grad_(True) for s in (7, 8))
+    v = rand(1, 2, 70, 4, seed=9)
+    S0, z0 = rand(1, 2, 3, 4, seed=10).abs().detach(), rand(1, 2, 3, seed=11).abs().detach()
+    a, *_ = linear_attention.chunked_attention(q, k, v, S0, z0, chunk=16)
+    b, *_ = linear_attention.recurrent_attention(q, k, v, S0, z0)
+    assert close(a, b)
+    for u, w in zip(grads(a, (q, k, v)), grads(b, (q, k, v))):
+        assert close(u, w)
