@@ -181,7 +181,7 @@ def describe(study_dir: str) -> str:
     return "\n".join(lines)
 
 
-def _cell(v) -> str:
+def fmt_value(v) -> str:
     if v is None:
         return ""
     if isinstance(v, float):
@@ -204,7 +204,7 @@ def print_result(result: tuple[list[str], list[tuple]], fmt: str = "table", out=
         tbl = pa.Table.from_pylist([dict(zip(cols, r)) for r in rows])
         pq.write_table(tbl, sys.stdout.buffer if out is sys.stdout else out)
     else:
-        text = [[_cell(v) for v in r] for r in rows]
+        text = [[fmt_value(v) for v in r] for r in rows]
         widths = [max([len(c)] + [len(r[i]) for r in text]) for i, c in enumerate(cols)]
         out.write("  ".join(c.ljust(w) for c, w in zip(cols, widths)).rstrip() + "\n")
         out.write("  ".join("-" * w for w in widths) + "\n")

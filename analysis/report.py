@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 from analysis import fit
-from analysis.db import query_names, question, snapshot
+from analysis.db import fmt_value, query_names, question, snapshot
 from analysis.figures import cost_vs_seq_len, lag_curves, memory_vs_compute, pareto, score_heatmap
 from study.results import Store
 
@@ -28,17 +28,11 @@ pre{background:#f7f7f7;padding:1em;overflow-x:auto}img{max-width:100%;border:1px
 figcaption{font-size:13px;color:#555;margin-bottom:2em}.note{color:#777;font-size:12px}"""
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4g}"
-    return str(v)
 
 
 def _table(cols: list[str], rows: list, ident: str, total: int | None = None, csv_name: str = "") -> str:
     head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
-    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in r) + "</tr>" for r in rows)
+    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(fmt_value(v))}</td>" for v in r) + "</tr>" for r in rows)
     note = ""
     if total is not None and total > len(rows):
         note = f'<p class="note">first {len(rows)} of {total} rows; all in {html.escape(csv_name)}</p>'
@@ -178,8 +172,8 @@ seed {seed}; the frontier is recomputed in every resample). Fewer than {fit.MIN_
 {_table(cols, top, "trials", n_trials, "trials.csv")}
 <h2>Spec</h2><pre id="spec">{html.escape(spec_text)}</pre>
 <h2>Provenance</h2>
-<p>First trial started {_fmt(span[0])}, last ended {_fmt(span[1])}; {_fmt(span[2])} training seconds and
-{_fmt(span[3])} training FLOPs in total. Analysis: {html.escape(versions)}.</p>
+<p>First trial started {fmt_value(span[0])}, last ended {fmt_value(span[1])}; {fmt_value(span[2])} training seconds and
+{fmt_value(span[3])} training FLOPs in total. Analysis: {html.escape(versions)}.</p>
 {_table(["field", "value", "trials"], prov, "provenance")}
 <p class="note">Files: {", ".join(html.escape(c) for c in csvs + ["fits.csv", "trials.csv", "status_counts.csv", "provenance.csv"])}</p>
 </body></html>

@@ -83,8 +83,9 @@ class Store:
     """Reads and writes one study's files under ROOT/<study>/ on any pyarrow filesystem."""
 
     def __init__(self, study_dir: str, fs: pafs.FileSystem | None = None):
-        self.uri = study_dir
         self.fs, self.path = (fs, study_dir) if fs is not None else open_root(study_dir)
+        # absolute, because trial workers resolve it too, from a working directory of their own
+        self.uri = study_dir if "://" in study_dir or fs is not None else self.path
 
     @property
     def local(self) -> bool:

@@ -399,8 +399,12 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
     # memscale writes its own tables; Ray's CSV/JSON/TensorBoard loggers would choke on lag curves
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    # Trials keep the driver's working directory, so relative paths in a spec (a text corpus)
+    # mean what the user meant; Tune would otherwise move each trial into its own folder.
+    os.environ["RAY_CHDIR_TO_TRIAL_DIR"] = "0"
     if not ray.is_initialized():
-        quiet = {"log_to_driver": False, "logging_level": "ERROR"}
+        quiet = {"log_to_driver": False, "logging_level": "ERROR",
+                 "runtime_env": {"env_vars": {"RAY_CHDIR_TO_TRIAL_DIR": "0"}}}
         if address:                  # joining a cluster: its dashboard is its own business
             ray.init(address=address, **quiet)
         else:

@@ -15,7 +15,8 @@ torch.set_num_threads(1)   # the suite shares 2 cores with Ray workers
 
 def run_cli(*args: str, timeout: float = 600, **kw) -> subprocess.CompletedProcess:
     """The real console entry point in a subprocess (what a user types)."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     return subprocess.run([sys.executable, "-m", "study.cli", *args], capture_output=True, text=True,
                           timeout=timeout, env=env, cwd=kw.get("cwd", ROOT))
 

@@ -12,11 +12,12 @@ pytestmark = pytest.mark.slow
 def test_tiny_sweep_end_to_end(tmp_path, write_spec):
     spec = write_spec(TINY.format(name="tiny"))
     results = tmp_path / "results"
-    r = run_cli("run", str(spec), "--results", str(results))
+    r = run_cli("run", str(spec), "--results", "results", cwd=tmp_path)   # a relative path, as users type
     assert r.returncode == 0, r.stderr[-3000:]
     assert "trials finished 2/2" in r.stdout                       # progress was printed
     d = results / "tiny"
     assert (d / "spec.yaml").read_text() == spec.read_text()
+    assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["c000-t000-s0.pt", "c000-t001-s0.pt"]
 
     con = duckdb.connect()
     trials = con.execute(f"""SELECT trial_id, cell, arch, task, lag, "window", status, memory_length, lr,

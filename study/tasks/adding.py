@@ -43,10 +43,7 @@ class Adding(Task):
         return (lag or self.cfg.lag) + 1
 
     def sample(self, n, gen, lag=None, seq_len=None):
-        lags = torch.full((n,), lag, dtype=torch.long) if lag else self.lags(n, gen)
-        T = seq_len or self.default_seq_len(lag)
-        if T < int(lags.max()) + 1:
-            raise ValueError(f"seq_len {T} cannot hold lag {int(lags.max())}")
+        lags, T = self.lags_and_length(n, gen, lag, seq_len)
         values = torch.rand(n, T, generator=gen)
         first = T - 1 - lags                                                    # (B,)
         # second marker: uniform over the lag steps after the first, i.e. first+1 .. T-1

@@ -55,10 +55,7 @@ class AssocRecall(Task):
 
     def sample(self, n, gen, lag=None, seq_len=None):
         A, K = self.cfg.alphabet, self.cfg.n_pairs
-        lags = torch.full((n,), lag, dtype=torch.long) if lag else self.lags(n, gen)
-        T = seq_len or self.default_seq_len(lag)
-        if T < int(lags.max()) + 3 * K:
-            raise ValueError(f"seq_len {T} cannot hold lag {int(lags.max())} with {K} pairs")
+        lags, T = self.lags_and_length(n, gen, lag, seq_len)
         keys = torch.rand(n, A, generator=gen).argsort(dim=1)[:, :K] + 1         # distinct (B, K)
         values = torch.randint(A + 1, 2 * A + 1, (n, K), generator=gen)
         order = torch.rand(n, K, generator=gen).argsort(dim=1)                   # query j asks pair order[j]

@@ -57,6 +57,17 @@ class Task:
         """Sequences to score at one ladder lag, given the trial's eval_batch n (text scores more)."""
         return n
 
+    def lags_and_length(self, n: int, gen: torch.Generator, lag: int | None,
+                        seq_len: int | None) -> tuple[torch.Tensor, int]:
+        """Each sequence's lag (all equal to `lag` when evaluating) and the batch's length, which
+        must hold the longest of them."""
+        lags = torch.full((n,), lag, dtype=torch.long) if lag else self.lags(n, gen)
+        T = seq_len or self.default_seq_len(lag)
+        need = self.default_seq_len(int(lags.max()))
+        if T < need:
+            raise ValueError(f"seq_len {T} cannot hold lag {int(lags.max())} (it needs {need} steps)")
+        return lags, T
+
     def sample(self, n: int, gen: torch.Generator, lag: int | None = None, seq_len: int | None = None) -> Batch:
         """n sequences; `lag` fixes every sequence's lag (evaluation), else the training distribution."""
         raise NotImplementedError

@@ -48,10 +48,7 @@ class Copy(Task):
 
     def sample(self, n, gen, lag=None, seq_len=None):
         c = self.cfg
-        lags = torch.full((n,), lag, dtype=torch.long) if lag else self.lags(n, gen)
-        T = seq_len or self.default_seq_len(lag)
-        if T < int(lags.max()) + 2 * c.n_symbols + 1:
-            raise ValueError(f"seq_len {T} cannot hold lag {int(lags.max())} with {c.n_symbols} symbols")
+        lags, T = self.lags_and_length(n, gen, lag, seq_len)
         symbols = torch.randint(1, c.alphabet + 1, (n, c.n_symbols), generator=gen)
         x = torch.zeros(n, T, dtype=torch.long)
         # the recall block is always the last n_symbols positions, the marker just before it

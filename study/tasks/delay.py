@@ -55,10 +55,7 @@ class Delay(Task):
 
     def sample(self, n, gen, lag=None, seq_len=None):
         c = self.cfg
-        lags = torch.full((n,), lag, dtype=torch.long) if lag else self.lags(n, gen)
-        T = seq_len or self.default_seq_len(lag)
-        if T < int(lags.max()) + c.n_scored:
-            raise ValueError(f"seq_len {T} cannot hold lag {int(lags.max())} with {c.n_scored} scored steps")
+        lags, T = self.lags_and_length(n, gen, lag, seq_len)
         u = white_noise(n, T, c.cutoff, gen)                                   # (B, T)
         t = torch.arange(T - c.n_scored, T)                                     # scored steps
         y = torch.zeros(n, T, 1)

@@ -75,10 +75,7 @@ class Digits(Task):
 
     def sample(self, n, gen, lag=None, seq_len=None):
         P = self.n_pixels
-        lags = torch.full((n,), lag, dtype=torch.long) if lag else self.lags(n, gen)
-        T = seq_len or self.default_seq_len(lag)
-        if T < P + int(lags.max()) + 1:
-            raise ValueError(f"seq_len {T} cannot hold {P} pixels and lag {int(lags.max())}")
+        lags, T = self.lags_and_length(n, gen, lag, seq_len)
         pool = self.data["held_out"] if lag else self.data["train"]
         idx = pool[torch.randint(0, len(pool), (n,), generator=gen)]
         start = T - 1 - lags - P                                                 # first pixel (B,)

@@ -38,10 +38,7 @@ class RecallFirst(Task):
         return (lag or self.cfg.lag) + 1
 
     def sample(self, n, gen, lag=None, seq_len=None):
-        lags = torch.full((n,), lag, dtype=torch.long) if lag else self.lags(n, gen)
-        T = seq_len or self.default_seq_len(lag)
-        if T < int(lags.max()) + 1:
-            raise ValueError(f"seq_len {T} cannot hold lag {int(lags.max())}")
+        lags, T = self.lags_and_length(n, gen, lag, seq_len)
         first = T - 1 - lags                                                    # (B,)
         t = torch.arange(T)
         values = torch.randn(n, T, generator=gen) * (t[None, :] >= first[:, None])   # zero padding

@@ -50,10 +50,7 @@ class SelectiveCopy(Task):
 
     def sample(self, n, gen, lag=None, seq_len=None):
         c, m = self.cfg, self.cfg.n_symbols
-        lags = torch.full((n,), lag, dtype=torch.long) if lag else self.lags(n, gen)
-        T = seq_len or self.default_seq_len(lag)
-        if T < int(lags.max()) + 2 * m:
-            raise ValueError(f"seq_len {T} cannot hold lag {int(lags.max())} with {m} symbols")
+        lags, T = self.lags_and_length(n, gen, lag, seq_len)
         symbols = torch.randint(1, c.alphabet + 1, (n, m), generator=gen)
         start = T - 2 * m - lags                                                 # region start (B,)
         # choose m - 1 of the lag + m - 1 slots after the first symbol: random keys, invalid
