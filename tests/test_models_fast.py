@@ -51,6 +51,16 @@ def test_blockwise_window_attention_equals_per_query_loop(T, window):
         assert close(a, b)
 
 
+def test_blockwise_attention_on_strided_inputs_that_need_no_padding():
+    """T a multiple of the block (no padding) and q, k, v permuted views, as the model passes them
+    (a regression: .view on such inputs failed in a real sweep at seq_len 1024, window 64)."""
+    qkv = rand(2, 256, 3, 3, 4, seed=4).permute(2, 0, 3, 1, 4)       # 3 x (B, H, T, Dh), strided
+    q, k, v = qkv
+    assert not v.is_contiguous()
+    fast, ref = transformer.attention(q, k, v, 64), naive_window_attention(q, k, v, 64)
+    assert close(fast, ref)
+
+
 def test_windowed_transformer_blockwise_equals_dense_mask(monkeypatch):
     m = make("transformer", seq_len=300, window=7)
     x = tokens(2, 300)

@@ -81,7 +81,7 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, window: int | N
     B, H, _, Dh = q.shape
     n = -(-T // C)
     pad = n * C - T     # padded keys come after every real query, so no real query sees them
-    q, k, v = (F.pad(t, (0, 0, 0, pad)).view(B * H, n, C, Dh) for t in (q, k, v))   # (BH, n, C, Dh)
+    q, k, v = (F.pad(t, (0, 0, 0, pad)).reshape(B * H, n, C, Dh) for t in (q, k, v))   # (BH, n, C, Dh)
     prev = lambda t: F.pad(t, (0, 0, 0, 0, 1, 0))[:, :-1]                          # block i-1 at i
     k, v = torch.cat([prev(k), k], 2), torch.cat([prev(v), v], 2)                 # (BH, n, 2C, Dh)
     i = torch.arange(C, device=q.device)[:, None]
