@@ -205,9 +205,13 @@ COST = {"wall_s_per_seq": "wall_s * seq_len / tokens",
         "peak_mem_bytes_per_seq": "peak_mem_bytes * steps * seq_len / tokens"}
 
 
+# a windowed run is its own cost series, as in cost_growth.sql
+SERIES = """arch || CASE WHEN "window" IS NULL THEN '' ELSE ' @window ' || "window" END"""
+
+
 def cost_fits(con, n_boot: int = N_BOOT, seed: int = 0) -> list[dict]:
     """Wall seconds and peak memory per sequence = a * seq_len^alpha, per arch (as cost_growth.sql)."""
-    data = con.execute(f"""SELECT arch, seq_len, {COST['wall_s_per_seq']} AS wall_s_per_seq,
+    data = con.execute(f"""SELECT {SERIES} AS arch, seq_len, {COST['wall_s_per_seq']} AS wall_s_per_seq,
                                   {COST['peak_mem_bytes_per_seq']} AS peak_mem_bytes_per_seq
                            FROM trials
                            WHERE status IN ('completed', 'pruned') AND tokens > 0 AND steps > 0

@@ -8,6 +8,7 @@ ORDER = ["rnn", "lstm", "gru", "stable_rnn", "stable_lstm", "indrnn", "lmu", "br
 
 
 def color(arch: str) -> str:
+    arch = arch.split(" @")[0]          # a cost series "transformer @window 64" keeps its family's colour
     i = ORDER.index(arch) if arch in ORDER else len(ORDER) + sum(map(ord, arch))
     return PALETTE[i % len(PALETTE)]
 

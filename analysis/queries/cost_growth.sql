@@ -1,7 +1,8 @@
 -- How fast do wall seconds and peak memory per sequence grow with seq_len for each arch (log-log exponent: ~1 recurrent, ~2 full attention)?
 -- Point estimates over completed/pruned trials; analysis/fit.py adds bootstrap intervals.
+-- A windowed run is its own series ("transformer @window 64"): its cost should grow like recurrence's.
 WITH per_trial AS (
-    SELECT arch, seq_len,
+    SELECT arch || CASE WHEN "window" IS NULL THEN '' ELSE ' @window ' || "window" END AS arch, seq_len,
            wall_s * seq_len / tokens AS wall_s_per_seq,
            peak_mem_bytes * steps * seq_len / tokens AS peak_mem_bytes_per_seq
     FROM trials
