@@ -68,7 +68,9 @@ def run_study(tmp: Path, name: str, n: int, steps: int, every: int) -> tuple[flo
 
 
 def outside(rows: list[dict]) -> list[float]:
-    return [1 - r["wall_s"] / (r["ended_at"] - r["started_at"]) for r in rows]
+    def seconds(d):     # Parquet timestamps come back as datetimes, the plain loop's as floats
+        return d.total_seconds() if hasattr(d, "total_seconds") else d
+    return [1 - r["wall_s"] / seconds(r["ended_at"] - r["started_at"]) for r in rows]
 
 
 def main() -> None:

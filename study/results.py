@@ -39,6 +39,8 @@ CURVE_COLUMNS = {
     "study": "str", "trial_id": "str", "iteration": "int", "step": "int", "lag": "int", "score": "float",
     "score_lo": "float", "score_hi": "float", "metric": "str", "n": "int", "feasible": "bool",
     "reason": "str", "loss": "float",
+    # text: the loss drop from the previous context length, with its paired-bootstrap interval
+    "gain": "float", "gain_lo": "float", "gain_hi": "float",
 }
 
 
