@@ -35,7 +35,9 @@ def plot(con, out_dir: Path, fits: list[dict] | None = None) -> list[Path]:
                                                      ORDER BY hash(trial_id)) <= {MAX_POINTS}""").fetchall()
     front = con.execute("SELECT task, arch, train_flops, memory_length FROM frontier").fetchall()
     tasks = sorted({str(r[0]) for r in pts}) or ["(no trials)"]
-    fig, axes = plt.subplots(1, len(tasks), figsize=(7.5 * len(tasks), 5), squeeze=False)
+    fig, axes = plt.subplots(1, len(tasks), figsize=(9.5 * len(tasks), 5), squeeze=False)
+    # faint small dots when there are many trials, readable ones for a small study
+    size, alpha = (16, 0.45) if len(pts) > 500 else (30, 0.85)
     for ax, task in zip(axes[0], tasks):
         rows = [r for r in pts if str(r[0]) == task]
         archs = sorted({r[1] for r in rows})
@@ -45,8 +47,8 @@ def plot(con, out_dir: Path, fits: list[dict] | None = None) -> list[Path]:
             pos = np.array([(r[2], r[3]) for r in ok if r[3] > 0]).reshape(-1, 2)
             zero = [r[2] for r in ok if r[3] == 0]
             f = by_key.get((task, arch))
-            ax.scatter(pos[:, 0], pos[:, 1], color=c, s=16, alpha=0.45, lw=0, label=f"{arch}: {_fmt_fit(f)}")
-            ax.scatter(zero, [ZERO_AT] * len(zero), facecolors="none", edgecolors=c, s=16, alpha=0.6)
+            ax.scatter(pos[:, 0], pos[:, 1], color=c, s=size, alpha=alpha, lw=0, label=f"{arch}: {_fmt_fit(f)}")
+            ax.scatter(zero, [ZERO_AT] * len(zero), facecolors="none", edgecolors=c, s=size, alpha=alpha)
             for status, (marker, _) in FAILED.items():
                 bad = [r[2] for r in rows if r[1] == arch and r[4] == status]
                 ax.scatter(bad, [FAILED_AT] * len(bad), marker=marker, color=c, s=40)
@@ -78,6 +80,6 @@ def plot(con, out_dir: Path, fits: list[dict] | None = None) -> list[Path]:
         for status, (marker, what) in FAILED.items():
             if any(r[4] == status for r in rows):
                 ax.scatter([], [], marker=marker, color="0.3", s=40, label=f"{what} (drawn at {FAILED_AT})")
-        ax.legend(fontsize=7.5, loc="upper left", framealpha=0.85)
+        ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.85)   # outside: no point hidden
     fig.tight_layout()
     return save(fig, out_dir, NAME)
