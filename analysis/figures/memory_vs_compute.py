@@ -82,4 +82,4 @@ def plot(con, out_dir: Path, fits: list[dict] | None = None) -> list[Path]:
                 ax.scatter([], [], marker=marker, color="0.3", s=40, label=f"{what} (drawn at {FAILED_AT})")
         ax.legend(fontsize=7.5, loc="upper left", bbox_to_anchor=(1.01, 1.0), framealpha=0.85)   # outside: no point hidden
     fig.tight_layout()
-    return save(fig, out_dir, NAME)
+    return save(fig, out_dir, NAME, tight=True)     # the legends sit outside the axes
