@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import torch
 
-from study.registry import IO, TASKS
-from study.tasks.base import Batch, Task, TaskConfig
+from study.registry import TASKS
+from study.tasks.base import ReadOutRegression, TaskConfig
 
 
 class AddingConfig(TaskConfig):
@@ -31,17 +31,7 @@ class AddingConfig(TaskConfig):
 
 @TASKS.register("adding", AddingConfig, "adding problem: sum two marked values, the first lag steps back (MSE)",
                 "Hochreiter & Schmidhuber 1997; Li et al. 2018")
-class Adding(Task):
-    kind = "regression"
-
-    def __init__(self, cfg: AddingConfig):
-        super().__init__(cfg)
-        self.io = IO(d_out=1, d_in=2)
-        self.chance = 0.0
-
-    def default_seq_len(self, lag=None):
-        return (lag or self.cfg.lag) + 1
-
+class Adding(ReadOutRegression):
     def sample(self, n, gen, lag=None, seq_len=None):
         lags, T = self.lags_and_length(n, gen, lag, seq_len)
         values = torch.rand(n, T, generator=gen)
@@ -53,11 +43,7 @@ class Adding(Task):
         marker[rows, first] = 1.0
         marker[rows, second] = 1.0
         x = torch.stack([values, marker], dim=-1)                               # (B, T, 2)
-        y = torch.zeros(n, T, 1)
-        y[:, -1, 0] = values[rows, first] + values[rows, second]
-        mask = torch.zeros(n, T, dtype=torch.bool)
-        mask[:, -1] = True
-        return Batch(x, y, mask, lags)
+        return self.read_out(x, values[rows, first] + values[rows, second], lags)
 
     def baseline_loss(self):
         return 1.0 / 6.0

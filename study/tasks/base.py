@@ -81,3 +81,26 @@ class Task:
     def baseline_loss(self) -> float:
         """Loss on scored positions of the best predictor that ignores the planted information."""
         raise NotImplementedError
+
+
+class ReadOutRegression(Task):
+    """A value from `lag` steps before the last step is regressed at the last step (adding,
+    recall_first): two input channels (value, marker), one output, only the last step scored."""
+    kind = "regression"
+
+    def __init__(self, cfg: TaskConfig):
+        super().__init__(cfg)
+        self.io = IO(d_out=1, d_in=2)
+        self.chance = 0.0
+
+    def default_seq_len(self, lag=None):
+        return (lag or self.cfg.lag) + 1
+
+    def read_out(self, x: torch.Tensor, target: torch.Tensor, lags: torch.Tensor) -> Batch:
+        """x (B, T, 2) and the (B,) targets -> a Batch scored at the last step."""
+        n, T = x.shape[:2]
+        y = torch.zeros(n, T, 1)
+        y[:, -1, 0] = target
+        mask = torch.zeros(n, T, dtype=torch.bool)
+        mask[:, -1] = True
+        return Batch(x, y, mask, lags)

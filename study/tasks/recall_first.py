@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import torch
 
-from study.registry import IO, TASKS
-from study.tasks.base import Batch, Task, TaskConfig
+from study.registry import TASKS
+from study.tasks.base import ReadOutRegression, TaskConfig
 
 
 class RecallFirstConfig(TaskConfig):
@@ -26,17 +26,7 @@ class RecallFirstConfig(TaskConfig):
 
 @TASKS.register("recall_first", RecallFirstConfig, "copy-first-input: regress the first of lag+1 Gaussian inputs",
                 "Vecoven et al. 2021")
-class RecallFirst(Task):
-    kind = "regression"
-
-    def __init__(self, cfg: RecallFirstConfig):
-        super().__init__(cfg)
-        self.io = IO(d_out=1, d_in=2)
-        self.chance = 0.0
-
-    def default_seq_len(self, lag=None):
-        return (lag or self.cfg.lag) + 1
-
+class RecallFirst(ReadOutRegression):
     def sample(self, n, gen, lag=None, seq_len=None):
         lags, T = self.lags_and_length(n, gen, lag, seq_len)
         first = T - 1 - lags                                                    # (B,)
@@ -44,11 +34,7 @@ class RecallFirst(Task):
         values = torch.randn(n, T, generator=gen) * (t[None, :] >= first[:, None])   # zero padding
         flag = (t[None, :] == first[:, None]).float()
         x = torch.stack([values, flag], dim=-1)                                 # (B, T, 2)
-        y = torch.zeros(n, T, 1)
-        y[:, -1, 0] = values[torch.arange(n), first]
-        mask = torch.zeros(n, T, dtype=torch.bool)
-        mask[:, -1] = True
-        return Batch(x, y, mask, lags)
+        return self.read_out(x, values[torch.arange(n), first], lags)
 
     def baseline_loss(self):
         return 1.0
