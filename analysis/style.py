@@ -3,7 +3,7 @@ from __future__ import annotations
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
            "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"]
-ORDER = ["rnn", "lstm", "gru", "stable_rnn", "stable_lstm", "indrnn", "lmu", "brc", "nbrc",
+ORDER = ["rnn", "lstm", "gru", "stable_rnn", "stable_lstm", "indrnn", "lmu", "lmu_cell", "brc", "nbrc",
          "transformer", "linear_transformer", "universal_transformer", "tova", "tcn", "ssm"]
 
 

@@ -206,6 +206,7 @@ MISSES = {
     "brc": "the elementwise gates and recurrence",
     "nbrc": "the elementwise gates",
     "lmu": "the FFTs of the memory convolution",
+    "lmu_cell": "the elementwise input and memory updates (vector dot products per step)",
     "ssm": "the complex elementwise parallel scan",
     "universal_transformer": "hops ACT skipped (the analytic count assumes max_hops)",
 }
