@@ -60,11 +60,14 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--threads", type=int, default=1, help="torch threads (a trial gets 1 CPU; 2 threads on a loaded 2-core machine thrash)")
+    ap.add_argument("--archs", nargs="*", help="only these archs (window-128 transformer: transformer@128)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     load0 = loadavg()
     lens, runs = ([256, 1024], 1) if args.quick else ([256, 1024, 4096], args.runs)
     cases = [(a, None) for a in MODELS.names()] + [("transformer", 128)]
+    if args.archs:
+        cases = [(a, w) for a, w in cases if (a if w is None else f"{a}@{w}") in args.archs]
     rows, out = [], []
     for arch, window in cases:
         cls = MODELS.get(arch).cls
