@@ -40,13 +40,15 @@ class LMUCellLayer(nn.Module):
     def forward(self, x: torch.Tensor, h: torch.Tensor, m: torch.Tensor):
         """x (B, T, D); h (B, D), m (B, N) -> outputs (B, T, D) and the last h, m."""
         Abar, Bbar = self.memory.Abar, self.memory.Bbar[:, 0]
-        ux = x @ self.e_x                                       # (B, T): input parts, parallel over time
-        wx = self.W_x(x)                                        # (B, T, D)
+        # input parts, parallel over time; unbound once, since indexing a step at a time would make
+        # the backward write T full-size gradient buffers (quadratic in T)
+        ux = (x @ self.e_x).unbind(1)                           # T x (B,)
+        wx = self.W_x(x).unbind(1)                              # T x (B, D)
         out = []
         for t in range(x.shape[1]):
-            u = ux[:, t] + h @ self.e_h + m @ self.e_m          # (B,)
+            u = ux[t] + h @ self.e_h + m @ self.e_m             # (B,)
             m = m @ Abar.T + u[:, None] * Bbar                  # (B, N)
-            h = torch.tanh(wx[:, t] + self.W_h(h) + self.W_m(m))
+            h = torch.tanh(wx[t] + self.W_h(h) + self.W_m(m))
             out.append(h)
         return torch.stack(out, dim=1), h, m
 
