@@ -128,7 +128,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
     except (RuntimeError, MemoryError) as e:      # a model too big to allocate is a result too
         if not is_oom(e):
             raise
-        return _oom_at_build(values, r, seq_len, e, report)
+        return _oom_at_build(r, e, report)
     opt = torch.optim.Adam(model.parameters(), lr=r.train.lr, weight_decay=r.train.weight_decay)
     gen = torch.Generator().manual_seed(seed)
     lags = ladder(r.task_cfg.lag, r.task_cfg.lag_dist, r.train.max_lag)
@@ -217,7 +217,8 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
     return emit(status, curve, error)
 
 
-def _oom_at_build(values: dict, r: Resolved, seq_len: int, e: BaseException, report: Report) -> dict:
+def _oom_at_build(r: Resolved, e: BaseException, report: Report) -> dict:
+    """The trial's one report when its model could not even be allocated."""
     out = {**flat_params(r), "iteration": 1, "step": 0, "steps": 0, "tokens": 0, "train_flops": 0.0,
            "wall_s": 0.0, "status": "oom", "error": str(e).splitlines()[0][:500], "started_at": time.time(),
            "ended_at": time.time(), "host": platform.node(), "torch_version": torch.__version__,
