@@ -224,12 +224,24 @@ class CellSearcher(Searcher):
         slot.told = True
         self.journal.push()
 
+    def __reduce__(self):
+        # Tune pickles its search algorithm (into tuner.pkl, for a Tuner.restore memscale never
+        # calls). Live Optuna objects do not pickle: optuna 5.1's NSGA-II sampler holds a
+        # threading.Lock, the journal backend a file lock. Pickle what defines the searcher and
+        # rebuild the rest from the trials table and the journal, exactly as `study resume` does.
+        return (_rebuild_searcher, (self.spec, self.store.uri))
+
     def save(self, checkpoint_path: str) -> None:
         # Nothing to snapshot: the state is rebuilt from the trials table and the Optuna journal.
         Path(checkpoint_path).write_text("{}")
 
     def restore(self, checkpoint_path: str) -> None:
         pass
+
+
+def _rebuild_searcher(spec: Spec, uri: str) -> CellSearcher:
+    store = Store(uri)
+    return CellSearcher(spec, store, {r["trial_id"]: r for r in store.trial_rows()})
 
 
 def trial_fn(config: dict) -> None:
