@@ -10,9 +10,10 @@ trap 'rm -rf "$venv"' EXIT
 python3 -m venv "$venv"
 . "$venv/bin/activate"
 pip install -q --upgrade pip
-# torch stays the locked CPU build: the newest bare `torch` is a multi-GB CUDA build
-pip install -q "$(grep -E '^torch==' requirements.lock)"
-pip install -q --upgrade --upgrade-strategy eager -e '.[dev]'
+# torch stays the locked CPU build (a constraint, so no upgrade moves it): the newest bare `torch`
+# is a multi-GB CUDA build. To test a newer torch, install its CPU build first and drop the -c.
+grep -E '^torch==' requirements.lock >"$venv/torch.txt"
+pip install -q --upgrade --upgrade-strategy eager -c "$venv/torch.txt" -e '.[dev]'
 echo "== packages that differ from requirements.lock (lock -> newest)"
 python - <<'PY'
 import re

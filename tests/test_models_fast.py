@@ -151,3 +151,27 @@ def test_linear_attention_chunked_gradients_equal_recurrent():
     assert close(a, b)
     for u, w in zip(grads(a, (q, k, v)), grads(b, (q, k, v))):
         assert close(u, w)
+
+
+def test_recurrences_import_quietly_when_torchscript_is_deprecated(monkeypatch):
+    """torch 2.14 warns (FutureWarning) on every torch.jit.script: the CLI's one-line errors must
+    stay one line, so the recurrences compile with that warning silenced."""
+    import importlib
+    import warnings
+
+    import study.models.recurrences as rec
+    real = torch.jit.script
+
+    def deprecated(fn, *a, **k):
+        warnings.warn("`torch.jit.script` is deprecated", FutureWarning, stacklevel=2)
+        return real(fn, *a, **k)
+
+    monkeypatch.setattr(torch.jit, "script", deprecated)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        importlib.reload(rec)
+    x = torch.randn(5, 2, 3)
+    assert torch.equal(rec._indrnn_forward(x, torch.ones(3), torch.zeros(2, 3)),
+                       rec._indrnn_forward_py(x, torch.ones(3), torch.zeros(2, 3)))
+    monkeypatch.undo()
+    importlib.reload(rec)

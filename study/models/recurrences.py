@@ -22,7 +22,21 @@ for every new chunk length.
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
+
+
+def _script(fn):
+    """`torch.jit.script(fn)`, quietly. torch 2.13 deprecates TorchScript (a DeprecationWarning);
+    2.14 says so with a FutureWarning on every import of this module, which put a second line under
+    every one-line CLI error. Where TorchScript is gone, the Python loop runs (same values, slower)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* deprecated")
+        try:
+            return torch.jit.script(fn)
+        except AttributeError:
+            return fn
 
 
 def _indrnn_forward_py(wx: torch.Tensor, u: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
@@ -33,7 +47,7 @@ def _indrnn_forward_py(wx: torch.Tensor, u: torch.Tensor, h: torch.Tensor) -> to
     return out
 
 
-_indrnn_forward = torch.jit.script(_indrnn_forward_py)   # bench/bench_recurrence_jit.py times both
+_indrnn_forward = _script(_indrnn_forward_py)   # bench/bench_recurrence_jit.py times both
 
 
 def _linear_backward_py(gout: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
@@ -47,7 +61,7 @@ def _linear_backward_py(gout: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
     return G
 
 
-_linear_backward = torch.jit.script(_linear_backward_py)
+_linear_backward = _script(_linear_backward_py)
 
 
 class IndRNNScan(torch.autograd.Function):
@@ -88,7 +102,7 @@ def _brc_forward_py(xa: torch.Tensor, xc: torch.Tensor, xz: torch.Tensor, w: tor
     return out
 
 
-_brc_forward = torch.jit.script(_brc_forward_py)
+_brc_forward = _script(_brc_forward_py)
 
 
 def _nbrc_backward_py(gout: torch.Tensor, Kd: torch.Tensor, kac: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -104,7 +118,7 @@ def _nbrc_backward_py(gout: torch.Tensor, Kd: torch.Tensor, kac: torch.Tensor, w
     return G
 
 
-_nbrc_backward = torch.jit.script(_nbrc_backward_py)
+_nbrc_backward = _script(_nbrc_backward_py)
 
 
 class BRCScan(torch.autograd.Function):
