@@ -16,15 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import study.models  # noqa: F401  (registers the archs)
 import study.tasks  # noqa: F401  (registers the tasks)
+from study.errors import SpecError, UsageError  # noqa: F401  (re-exported: `from study.config import UsageError`)
 from study.registry import MODELS, TASKS
-
-
-class SpecError(ValueError):
-    """Bad input: the CLI prints the message (one line) and exits 2."""
-
-
-class UsageError(ValueError):
-    """Bad arguments or folder (not the spec itself): also one line and exit 2."""
 
 
 class TrainConfig(BaseModel):
