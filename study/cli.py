@@ -15,6 +15,7 @@ from pathlib import Path
 from pyarrow.fs import FileSelector
 
 from study.config import SpecError, UsageError, cells, load_spec, parse_spec, spec_fingerprint
+from study.trackers import check as check_trackers
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,6 +70,7 @@ def cmd_run(a) -> int:
         store = Store(path)
     elif store.fs.get_file_info(FileSelector(store.path, allow_not_found=True)):
         raise UsageError(f"{path}: exists and is not a memscale study folder; choose another --results")
+    check_trackers(spec.log, store.local)        # a tracker that cannot run: exit 2, nothing written
     store.write_bytes(text.encode(), "spec.yaml")
     from study.sweep import run_study
     return run_study(spec, store, a.address)
