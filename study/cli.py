@@ -143,6 +143,12 @@ def cmd_list(a) -> int:
     return 0
 
 
+def cmd_params(a) -> int:
+    from study import reference
+    print(reference.markdown() if a.markdown else reference.text(), end="")
+    return 0
+
+
 def parser() -> Parser:
     p = Parser(prog="study", description="memscale: memory length per unit of compute")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
@@ -170,6 +176,9 @@ def parser() -> Parser:
     s.set_defaults(fn=cmd_report)
     s = sub.add_parser("list", help="registered archs and tasks")
     s.set_defaults(fn=cmd_list)
+    s = sub.add_parser("params", help="every key a spec may set: type, default, range, which archs/tasks")
+    s.add_argument("--markdown", action="store_true", help="as docs/spec.md (study params --markdown > docs/spec.md)")
+    s.set_defaults(fn=cmd_params)
     return p
 
 
