@@ -1,4 +1,4 @@
-"""The `study` command: parses, calls, prints (DESIGN.md, "Command line").
+"""The `study` command: parses, calls, prints (docs/design.md, "Command line").
 
 Exit codes: 0 success, 2 bad input (spec, arguments, folder), 1 anything else; the reason on stderr.
 """

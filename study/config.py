@@ -1,6 +1,6 @@
 """The study spec (search_spaces/*.yaml): loading, validation, cells, and one trial's flat config.
 
-Keys are flat names shared by YAML, Parquet columns and plots (DESIGN.md, "The study spec").
+Keys are flat names shared by YAML, Parquet columns and plots (docs/design.md, "The study spec").
 Every error is a `SpecError` whose message is one line naming the file and the key.
 """
 from __future__ import annotations
