@@ -1,6 +1,7 @@
 """DuckDB views over a study's Parquet files: `trials`, `metrics`, `lag_curves`, and one view per
 query file in analysis/queries. The Parquet globs are read on every query, so new files show up
-without rebuilding; `study.duckdb` holds only these views (../shared/ECOSYSTEM.md §8).
+without rebuilding. `study.duckdb` holds only these views, so any number of readers can open it
+read-only (docs/design.md, "Results").
 """
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from pathlib import Path
 import duckdb
 import pyarrow as pa
 
+from study.errors import UsageError
 from study.results import TABLES, Store, schema
 
 QUERIES = Path(__file__).parent / "queries"
@@ -163,7 +165,6 @@ def run_query(study_dir: str, query: str) -> tuple[list[str], list[tuple]]:
     try:
         cur = con.execute(sql)
     except duckdb.Error as e:
-        from study.cli import UsageError
         first = str(e).splitlines()[0]
         raise UsageError(f"study sql: {first} (named queries: {', '.join(query_names()) or 'none'})") from None
     cols = [d[0] for d in cur.description]

@@ -1,4 +1,4 @@
-"""The `study` command: parses, calls, prints (DESIGN.md, "Command line").
+"""The `study` command: parses, calls, prints (docs/design.md, "Command line").
 
 Exit codes: 0 success, 2 bad input (spec, arguments, folder), 1 anything else; the reason on stderr.
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from pyarrow.fs import FileSelector
 
 from study.config import SpecError, UsageError, cells, load_spec, parse_spec, spec_fingerprint
+from study.trackers import check as check_trackers
 
 
 class Parser(argparse.ArgumentParser):
@@ -69,6 +70,7 @@ def cmd_run(a) -> int:
         store = Store(path)
     elif store.fs.get_file_info(FileSelector(store.path, allow_not_found=True)):
         raise UsageError(f"{path}: exists and is not a memscale study folder; choose another --results")
+    check_trackers(spec.log, store.local)        # a tracker that cannot run: exit 2, nothing written
     store.write_bytes(text.encode(), "spec.yaml")
     from study.sweep import run_study
     return run_study(spec, store, a.address)
@@ -141,6 +143,12 @@ def cmd_list(a) -> int:
     return 0
 
 
+def cmd_params(a) -> int:
+    from study import reference
+    print(reference.markdown() if a.markdown else reference.text(), end="")
+    return 0
+
+
 def parser() -> Parser:
     p = Parser(prog="study", description="memscale: memory length per unit of compute")
     sub = p.add_subparsers(dest="cmd", required=True, parser_class=Parser)
@@ -168,6 +176,9 @@ def parser() -> Parser:
     s.set_defaults(fn=cmd_report)
     s = sub.add_parser("list", help="registered archs and tasks")
     s.set_defaults(fn=cmd_list)
+    s = sub.add_parser("params", help="every key a spec may set: type, default, range, which archs/tasks")
+    s.add_argument("--markdown", action="store_true", help="as docs/spec.md (study params --markdown > docs/spec.md)")
+    s.set_defaults(fn=cmd_params)
     return p
 
 

@@ -1,6 +1,6 @@
 """The study spec (search_spaces/*.yaml): loading, validation, cells, and one trial's flat config.
 
-Keys are flat names shared by YAML, Parquet columns and plots (DESIGN.md, "The study spec").
+Keys are flat names shared by YAML, Parquet columns and plots (docs/design.md, "The study spec").
 Every error is a `SpecError` whose message is one line naming the file and the key.
 """
 from __future__ import annotations
@@ -16,15 +16,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 import study.models  # noqa: F401  (registers the archs)
 import study.tasks  # noqa: F401  (registers the tasks)
+from study.errors import SpecError, UsageError  # noqa: F401  (re-exported: `from study.config import UsageError`)
 from study.registry import MODELS, TASKS
-
-
-class SpecError(ValueError):
-    """Bad input: the CLI prints the message (one line) and exits 2."""
-
-
-class UsageError(ValueError):
-    """Bad arguments or folder (not the spec itself): also one line and exit 2."""
+from study.trackers import Log
 
 
 class TrainConfig(BaseModel):
@@ -100,6 +94,7 @@ class Spec(BaseModel):
     seeds: list[int] = Field([0], min_length=1)
     max_failures: int = Field(2, ge=0)
     max_concurrent: int | None = Field(None, ge=1)
+    log: Log | None = None          # trackers that also receive the curves (study/trackers.py)
 
     @property
     def objectives(self) -> list[Objective]:
@@ -263,11 +258,26 @@ def flat_params(r: Resolved) -> dict[str, Any]:
 def _pydantic_line(path: str, err: ValidationError) -> str:
     e = err.errors()[0]
     key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-    msg = e["msg"]
+    msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
-        valid = ", ".join(Spec.model_fields)
+        valid = ", ".join(_section(e["loc"][:-1]).model_fields)
         msg = f"unknown key (valid: {valid})"
     return f"{path}: {key}: {msg}"
+
+
+def _section(loc: tuple) -> type[BaseModel]:
+    """The spec model a location points into (Spec, Budget, Log, ...), to list its valid keys."""
+    model: type[BaseModel] = Spec
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            break
+        subs = [a for a in (get_args(field.annotation) or (field.annotation,))
+                if isinstance(a, type) and issubclass(a, BaseModel)]
+        if not subs:
+            break
+        model = subs[0]
+    return model
 
 
 def load_spec(path: str | Path) -> Spec:

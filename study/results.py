@@ -1,4 +1,4 @@
-"""The Parquet tables (DESIGN.md, "Results"): schema, and atomic, idempotent writes.
+"""The Parquet tables (docs/design.md, "Results"): schema, and atomic, idempotent writes.
 
 Every file name is deterministic: `trials/<trial_id>.parquet`, `metrics/<trial_id>/<iteration>.parquet`,
 `lag_curves/<trial_id>/<iteration>.parquet`. Writing a row again replaces the same file, so a

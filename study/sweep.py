@@ -1,6 +1,7 @@
 """Run a study: every grid cell in one Ray Tune experiment, one Optuna study per cell.
 
-The only module that imports Ray or Optuna. Why it is built this way (../shared/ECOSYSTEM.md §2-6):
+The only module that imports Optuna, and with study/loggers.py (the trackers' callbacks) the only
+one that imports Ray. Why it is built this way (docs/design.md, "Decisions"):
 `Tuner.restore` loses trials created after its last snapshot, reruns some finished ones and leaves
 Optuna trials RUNNING forever. So memscale keeps its own ground truth instead:
 - trial ids are deterministic, `<cell>-t<slot>-s<seed>`, so a rerun writes the same files;
@@ -37,6 +38,7 @@ from ray.tune.search import Searcher
 
 import study
 from study.config import Budget, Cell, Dist, Spec, UsageError, cells, flat_params, given_values, resolve, searched
+from study.loggers import callbacks as tracker_callbacks
 from study.results import Store
 from study.train import train
 
@@ -46,6 +48,12 @@ FAILED = ("diverged", "oom", "timeout", "error")
 
 def make_trial_id(cell: Cell, slot: int, seed: int) -> str:
     return f"{cell.id}-t{slot:03d}-s{seed}"
+
+
+def trial_name(trial) -> str:
+    """Ray's name and folder for a trial: memscale's trial id, so that Ray's folders and the
+    trackers' runs (TensorBoard, MLflow, W&B) carry the same name as the Parquet rows."""
+    return trial.config["trial_id"]
 
 
 def code_version() -> str:
@@ -434,10 +442,11 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
     tuner = Tuner(
         tune.with_resources(trial_fn, lambda cfg: {"cpu": cfg["cpus"], "gpu": cfg["gpus"]}),
         tune_config=TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=todo,
-                               max_concurrent_trials=spec.max_concurrent, reuse_actors=True),
+                               max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
+                               trial_name_creator=trial_name, trial_dirname_creator=trial_name),
         run_config=RunConfig(name=f"ray/run-{time.strftime('%Y%m%d-%H%M%S')}", storage_path=storage,
                              failure_config=FailureConfig(max_failures=spec.max_failures),
-                             callbacks=[callback], verbose=0),
+                             callbacks=[callback, *tracker_callbacks(spec, store)], verbose=0),
     )
     tuner.fit()
     searcher.journal.push()

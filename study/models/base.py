@@ -1,4 +1,4 @@
-"""The interface every architecture implements (DESIGN.md, "Architectures").
+"""The interface every architecture implements (docs/design.md, "Architectures").
 
 Legend: B batch, T time steps, D d_model, V vocabulary, O outputs.
 

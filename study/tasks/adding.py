@@ -3,7 +3,7 @@
 Two input channels: a value ~ U(0, 1) at every step and a 0/1 marker. Two values are marked; the
 target, read out (scored) at the last step only, is their sum; loss is MSE.
 
-Variant: memscale plants the dependency at an exact distance, as DESIGN.md's `lag` requires.
+Variant: memscale plants the dependency at an exact distance, as docs/design.md's `lag` requires.
 The first marker is exactly `lag` steps before the read-out; the second is uniform over the
 `lag` steps after it (so its own distance is 0..lag-1). This is IndRNN's layout (one marker in
 the older half, one in the recent half, PAPERS.md section 1) with the old marker's distance
