@@ -225,7 +225,8 @@ def evaluate(model: SequenceModel, task: Task, lags: list[int], n: int, seed: in
                 if task.memory_rule == "gain":
                     add_gain(row, rows[-1] if rows else None)
                 rows.append(row)
-                if i == len(lags) and left > 0 and read_curve(rows, tau, task.memory_rule, task.min_gain)[1]:
+                if (i == len(lags) and left > 0 and 2 * lag <= (task.max_eval_lag or 2 * lag)
+                        and read_curve(rows, tau, task.memory_rule, task.min_gain)[1]):
                     lags.append(2 * lag)        # the curve still holds at the top: one more doubling
                     left -= 1
                 continue

@@ -338,3 +338,29 @@ def test_indrnn_step_gradient_clip_fast_equals_loop_and_bites():
     assert not torch.allclose(clipped[1], grads(None, True)[1])
     m = build_model("indrnn", MODELS.get("indrnn").config(d_model=8), FEATURES, 16, None)
     assert m.cfg.step_grad_clip == 10.0                              # the paper's default
+
+
+# ---- item 5, analysis side: censored points are lower bounds, not fitted ---------------------------
+
+def test_fits_leave_censored_points_out_and_say_so(tmp_path):
+    from analysis import db
+    from analysis.fit import memory_fits, power_law
+    from study.results import Store
+    flops = [1e8, 1e10, 1e12, 1e14]
+    mem = [round(2 * c ** 0.25) for c in flops[:3]] + [2500]      # the last one hit the ladder's cap
+    cens = [False, False, False, True]
+    f = power_law(flops, mem, frontier=True, censored=cens, n_boot=200)
+    assert f.alpha == pytest.approx(0.25, abs=1e-3) and "1 censored point" in f.note and f.n == 3
+    assert power_law(flops, mem, frontier=True, n_boot=200).alpha < 0.24          # the cap drags it down
+    store = Store(str(tmp_path))
+    for i, (c, m, z) in enumerate(zip(flops, mem, cens)):
+        store.write_trial({"study": "hand", "trial_id": f"a{i}", "cell": "c", "arch": "a", "task": "copy",
+                           "seed": 0, "lag": 8, "train_flops": c, "memory_length": m, "censored": z,
+                           "status": "completed", "tau": 0.9})
+    cols, rows = db.run_query(str(tmp_path), "power_law")
+    (row,) = [dict(zip(cols, r)) for r in rows]
+    assert row["alpha"] == pytest.approx(0.25, abs=1e-3) and row["n_censored"] == 1
+    cols, rows = db.run_query(str(tmp_path), "frontier")
+    assert [dict(zip(cols, r))["censored"] for r in rows] == cens       # still on the frontier
+    (fit,) = memory_fits(db.connect(str(tmp_path)), n_boot=200)
+    assert fit["alpha"] == pytest.approx(0.25, abs=1e-3) and "censored" in fit["note"]

@@ -41,6 +41,7 @@ class Task:
     # score >= tau rule; "gain" (text) is the longest context that still lowers the loss.
     memory_rule: Literal["threshold", "gain"] = "threshold"
     min_gain: float = 0.0     # "gain" tasks: the smallest loss drop (nats/char) that counts as memory
+    max_eval_lag: int | None = None   # the longest lag the data allows evaluating (None: any)
 
     def distance(self, lag: int) -> int:
         """The dependency distance measured at ladder lag `lag`: the steps from the planted
