@@ -93,9 +93,9 @@ class Text(Task):
 
     def __init__(self, cfg: TextConfig):
         super().__init__(cfg)
+        self.ids, self.vocab = load_corpus(cfg.path)
         self.min_gain = cfg.min_gain
         self.max_eval_lag = len(self.ids) - 1     # a context and its target must fit in the corpus
-        self.ids, self.vocab = load_corpus(cfg.path)
         self.cut = int(len(self.ids) * (1 - cfg.val_frac))
         if self.cut < 2 or len(self.ids) - self.cut < 1:
             raise ValueError(f"text corpus too short to split at val_frac={cfg.val_frac}")
