@@ -15,35 +15,30 @@ study sweeps to move that horizon.
   spectral-norm ball). State: L x D.
 * `stable_lstm`: PAPERS.md marks the constants of Miller & Hardt's Prop. 2 as recalled, so the
   sufficient condition is re-derived here, and made to hold for every input, not only the data
-  seen. In the max-norm max(||dc||_inf, ||dh||_inf), with the forget gate bounded by f_max, the
-  cell bounded by c_inf and sigma' <= 1/4, tanh' <= 1, |i|, |z|, |o|, |tanh c| <= 1:
-      |dc'| <= f_max |dc| + (c_inf ||W_f||/4 + ||W_i||/4 + ||W_z||) |dh|
+  seen. The forget gate is bounded explicitly: f = f_max sigmoid(.), f_max = lambda^2 < 1, so
+  f <= f_max whatever the input (the cell is the standard LSTM otherwise). Then from a zero start
+  |c_t| <= f_max |c_{t-1}| + |i z| <= c_inf = 1 / (1 - f_max), and in the max-norm
+  max(||dc||_inf, ||dh||_inf), with sigma' <= 1/4, tanh' <= 1 and |i|, |z|, |o|, |tanh c| <= 1:
+      |dc'| <= f_max |dc| + (c_inf f_max ||W_f||/4 + ||W_i||/4 + ||W_z||) |dh|
       |dh'| <= |dc'| + ||W_o||/4 |dh|
-  so the step is lambda_lstm-Lipschitz with
-      lambda_lstm = f_max + c_inf ||W_f||/4 + ||W_i||/4 + ||W_z|| + ||W_o||/4      (inf-norms).
-  Every term is made input-independent:
-    - the forget gate is bounded explicitly: f <= f_max = lambda^2 for every input, because the
-      projection lowers each forget unit's bias until its largest possible pre-activation
-      b_f + ||U_f row||_1 x_max + ||W_f row||_1 (|h| <= 1) is <= logit(f_max). The layer's input
-      is bounded for that: tanh of the embedding for the first layer (x_max = 1), the previous
-      layer's h for the others (x_max = 1, 1 / (1 - dropout) while dropout scales it);
-    - then |c_t| <= f_max |c_{t-1}| + 1, so c_inf = 1 / (1 - f_max) from a zero start;
-    - the four recurrent blocks are scaled by one factor so that the rest of the sum is
-      <= lambda - f_max = lambda (1 - lambda).
-  Choice: f_max = lambda^2 gives the cell a memory horizon 1 / (1 - lambda^2) of the same order
-  as the truncation horizon 1 / (1 - lambda), and leaves lambda (1 - lambda) to the recurrent
-  matrix. State: L x 2D.
+  so one step is lambda_lstm-Lipschitz in the state with
+      lambda_lstm = f_max + c_inf f_max ||W_f||/4 + ||W_i||/4 + ||W_z|| + ||W_o||/4   (inf-norms),
+  every term independent of the input. After every step the four recurrent blocks are scaled by
+  one factor so that lambda_lstm <= lambda, i.e. the recurrent sum <= lambda - f_max = lambda (1 -
+  lambda). No data statistics enter, so no chunk's or batch's sup can be missed. Choice: f_max =
+  lambda^2 gives the cell a memory horizon 1 / (1 - lambda^2) of the order of the truncation
+  horizon 1 / (1 - lambda) and leaves lambda (1 - lambda) to the recurrent matrix. The bounded
+  gate rules out PyTorch's fused kernel: the cell runs a step loop (input projections for the
+  whole chunk at once). State: L x 2D.
 """
 from __future__ import annotations
-
-import math
 
 import torch
 from pydantic import Field
 from torch import nn
 
 from study.models.base import SequenceModel
-from study.models.rnn import LSTMConfig, RNNConfig, _Fused, set_forget_bias
+from study.models.rnn import LSTMConfig, RNNConfig, _Fused
 from study.registry import MODELS
 
 
@@ -78,8 +73,43 @@ class StableRNN(_Fused):
             w.copy_(u @ torch.diag(s.clamp(max=self.cfg.contraction)) @ vh)
 
 
+class ForgetBoundedLSTM(nn.Module):
+    """One LSTM layer with f = f_max sigmoid(.): x (B, T, D_in), (h0, c0) (B, D) each ->
+    out (B, T, D), (h, c). Gate order i, f, z, o as PyTorch's; init U(-1/sqrt(D), 1/sqrt(D)) as
+    nn.LSTM, one bias vector (its forget part set to forget_bias when given)."""
+
+    def __init__(self, d_in: int, d: int, f_max: float, forget_bias: float | None):
+        super().__init__()
+        self.d, self.f_max = d, f_max
+        self.weight_ih = nn.Parameter(torch.empty(4 * d, d_in))
+        self.weight_hh = nn.Parameter(torch.empty(4 * d, d))
+        self.bias = nn.Parameter(torch.empty(4 * d))
+        for w in (self.weight_ih, self.weight_hh, self.bias):
+            nn.init.uniform_(w, -d ** -0.5, d ** -0.5)
+        if forget_bias is not None:
+            with torch.no_grad():
+                self.bias[d:2 * d] = forget_bias
+
+    def forward(self, x, state):
+        h, c = state
+        gx = x @ self.weight_ih.T + self.bias                       # (B, T, 4D): parallel over time
+        outs = []
+        for t in range(x.shape[1]):
+            i, f, z, o = (gx[:, t] + h @ self.weight_hh.T).chunk(4, dim=-1)
+            c = self.f_max * torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(z)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outs.append(h)
+        return torch.stack(outs, dim=1), (h, c)
+
+    @torch.no_grad()
+    def recurrent_sum(self, c_inf: float) -> float:
+        """c_inf f_max ||W_f||/4 + ||W_i||/4 + ||W_z|| + ||W_o||/4 (module docstring)."""
+        wi, wf, wz, wo = self.weight_hh.chunk(4, dim=0)                 # 4 x (D, D)
+        return float(c_inf * self.f_max * inf_norm(wf) / 4 + inf_norm(wi) / 4 + inf_norm(wz) + inf_norm(wo) / 4)
+
+
 @MODELS.register("stable_lstm", StableLSTMConfig,
-                 "LSTM projected to an infinity-norm contraction for every input after each step",
+                 "LSTM with a bounded forget gate, projected to a contraction for every input after each step",
                  "Miller & Hardt 2019")
 class StableLSTM(SequenceModel):
     recurrent = True
@@ -87,13 +117,11 @@ class StableLSTM(SequenceModel):
     def __init__(self, cfg, io, seq_len, window):
         super().__init__(cfg, io, seq_len, window)
         d = cfg.d_model
-        # one module per layer: each layer's projection needs its own input bound
-        self.layers = nn.ModuleList(nn.LSTM(d, d, batch_first=True) for _ in range(cfg.n_layers))
-        for lstm in self.layers:
-            set_forget_bias(lstm, cfg.forget_bias)
-        self.drop = nn.Dropout(cfg.dropout)
         self.f_max = cfg.contraction ** 2
         self.c_inf = 1.0 / (1.0 - self.f_max)
+        self.layers = nn.ModuleList(ForgetBoundedLSTM(d, d, self.f_max, cfg.forget_bias)
+                                    for _ in range(cfg.n_layers))
+        self.drop = nn.Dropout(cfg.dropout)
         self.after_step()    # start inside the stable set
 
     def init_state(self, batch_size):
@@ -103,47 +131,25 @@ class StableLSTM(SequenceModel):
     def mix(self, h, state):
         if state is None:
             state = self.init_state(h.shape[0])
-        h = torch.tanh(h)     # a bounded input, so the forget gate's bound holds for every input
         hs, cs = [], []
-        for k, lstm in enumerate(self.layers):
-            out, (hn, cn) = lstm(h, (state[0][k:k + 1], state[1][k:k + 1]))     # (1, B, D) states
+        for k, layer in enumerate(self.layers):
+            out, (hn, cn) = layer(h, (state[0][k], state[1][k]))
             hs.append(hn)
             cs.append(cn)
             h = self.drop(out) if k < len(self.layers) - 1 else out
-        return h, (torch.cat(hs), torch.cat(cs))
+        return h, (torch.stack(hs), torch.stack(cs))
 
-    def x_max(self, k: int) -> float:
-        """Bound on |x| entering layer k: tanh'd input, or the previous h (scaled by dropout)."""
-        return 1.0 if k == 0 or self.cfg.dropout == 0 else 1.0 / (1.0 - self.cfg.dropout)
-
-    @torch.no_grad()
     def bound(self, k: int) -> float:
-        """lambda_lstm of layer k (module docstring), with f_max the forget gate's largest value
-        over every input and |h| <= 1."""
-        lstm = self.layers[k]
-        wi, wf, wz, wo = lstm.weight_hh_l0.chunk(4, dim=0)                  # 4 x (D, D)
-        uf = lstm.weight_ih_l0.chunk(4, dim=0)[1]
-        bf = lstm.bias_ih_l0.chunk(4)[1] + lstm.bias_hh_l0.chunk(4)[1]
-        f_sup = torch.sigmoid((bf + uf.abs().sum(1) * self.x_max(k) + wf.abs().sum(1)).max())
-        r = max(self.c_inf, 1.0 / (1.0 - float(f_sup))) * inf_norm(wf) / 4 + inf_norm(wi) / 4 \
-            + inf_norm(wz) + inf_norm(wo) / 4
-        return float(f_sup) + float(r)
+        """lambda_lstm of layer k: the Lipschitz bound of one step, for every input."""
+        return self.f_max + self.layers[k].recurrent_sum(self.c_inf)
 
     @torch.no_grad()
     def after_step(self) -> None:
-        lam, logit = self.cfg.contraction, math.log(self.f_max / (1.0 - self.f_max))
-        for k, lstm in enumerate(self.layers):
-            w = lstm.weight_hh_l0
-            wi, wf, wz, wo = w.chunk(4, dim=0)
-            r = self.c_inf * inf_norm(wf) / 4 + inf_norm(wi) / 4 + inf_norm(wz) + inf_norm(wo) / 4
-            budget = lam - self.f_max
+        budget = self.cfg.contraction - self.f_max
+        for layer in self.layers:
+            r = layer.recurrent_sum(self.c_inf)
             if r > budget:
-                w.mul_(budget / float(r))          # the sum is linear in the scale of the blocks
-            # then the forget gate: lower each unit's bias by what its largest pre-activation exceeds
-            uf = lstm.weight_ih_l0.chunk(4, dim=0)[1]
-            bf_ih, bf_hh = lstm.bias_ih_l0.chunk(4)[1], lstm.bias_hh_l0.chunk(4)[1]
-            sup = bf_ih + bf_hh + uf.abs().sum(1) * self.x_max(k) + w.chunk(4, dim=0)[1].abs().sum(1)
-            bf_ih.sub_((sup - logit).clamp(min=0))
+                layer.weight_hh.mul_(budget / r)      # the sum is linear in the blocks' common scale
 
     def state_size(self, seq_len, window):
         return 2 * self.cfg.n_layers * self.cfg.d_model
