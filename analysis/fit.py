@@ -5,7 +5,12 @@ The point estimate is ordinary least squares on (ln x, ln y), the same numbers a
 (`regr_slope`/`regr_intercept`/`regr_r2`). The interval is the percentile bootstrap (Efron &
 Tibshirani, "An Introduction to the Bootstrap", 1993, ch. 13): resample the trials with
 replacement, recompute the frontier of the resample when the fit is on a frontier, refit, and take
-the 2.5% and 97.5% quantiles. A thousand resamples run as a few vectorised numpy passes: sums of
+the 2.5% and 97.5% quantiles.
+
+Censored trials (L* only a lower bound: the ladder ran out while the score held) still set the
+frontier, since their lower bound already beats any cheaper trial it beats, but are left out of
+the regression, which would otherwise read a cap as a measurement; the fit's note counts them.
+A thousand resamples run as a few vectorised numpy passes: sums of
 gathered draws for plain fits, per-candidate counts and weighted least squares for frontier fits.
 """
 from __future__ import annotations
@@ -82,7 +87,7 @@ def _ols(lx: np.ndarray, ly: np.ndarray) -> tuple[float, float, float]:
     return float(slope[0]), float(icpt[0]), float(r2)
 
 
-def power_law(x, y, *, frontier: bool = False, n_boot: int = N_BOOT, seed: int = 0,
+def power_law(x, y, *, frontier: bool = False, censored=None, n_boot: int = N_BOOT, seed: int = 0,
               level: float = 0.95) -> Fit:
     """Fit y = a * x^alpha on points with x > 0 and y > 0.
 
@@ -90,23 +95,29 @@ def power_law(x, y, *, frontier: bool = False, n_boot: int = N_BOOT, seed: int =
         x, y: one value per trial.
         frontier: fit only the trials on the (x lower, y higher) frontier, recomputed in every
             resample (the frontier is a statistic of the trials, so its uncertainty is part of the fit's).
+        censored: per trial, y is only a lower bound: such trials take part in the frontier but
+            not in the regression (module docstring).
         n_boot: bootstrap resamples; seed makes them reproducible.
     """
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    cens = np.zeros(len(x), bool) if censored is None else np.asarray(censored, dtype=bool)
     keep = (x > 0) & (y > 0) & np.isfinite(x) & np.isfinite(y)
-    x, y = x[keep], y[keep]
+    x, y, cens = x[keep], y[keep], cens[keep]
     order = np.lexsort((-y, x))                                          # x ascending, ties y descending
-    x, y = x[order], y[order]
+    x, y, cens = x[order], y[order], cens[order]
     lx, ly = np.log(x), np.log(y)
     # Centre the logs: the one-pass moments in _wls lose digits on ln(FLOPs) ~ 25 otherwise.
     cx, cy = (lx.mean(), ly.mean()) if len(x) else (0.0, 0.0)
     lx, ly = lx - cx, ly - cy
     on = frontier_mask(x, y, np.ones((1, len(x)), dtype=np.int64))[0] if frontier else np.ones(len(x), bool)
+    left_out = int((on & cens).sum())
+    on &= ~cens
     n, n_x = int(on.sum()), len(np.unique(x[on]))
+    cnote = f"{left_out} censored point{'s' * (left_out != 1)} (lower bounds) left out" if left_out else ""
     if n_x < MIN_POINTS:
-        return Fit(n=n, n_x=n_x, note="too few points")
+        return Fit(n=n, n_x=n_x, note="; ".join(filter(None, ["too few points", cnote])))
     slope, icpt, r2 = _ols(lx[on], ly[on])
-    boot = _bootstrap(x, y, lx, ly, frontier, n_boot, seed)
+    boot = _bootstrap(x, y, lx, ly, frontier, n_boot, seed, cens)
     boot[:, 1] += cy - boot[:, 0] * cx                                  # undo the centring: ln a
     ok = np.isfinite(boot[:, 0])
     boot = boot[ok]
@@ -114,12 +125,15 @@ def power_law(x, y, *, frontier: bool = False, n_boot: int = N_BOOT, seed: int =
     (alo, ahi), (llo, lhi) = np.quantile(boot, [q, 1 - q], axis=0).T
     return Fit(n=n, n_x=n_x, alpha=slope, a=math.exp(icpt + cy - slope * cx), r2=r2,
                alpha_lo=float(alo), alpha_hi=float(ahi), a_lo=math.exp(llo), a_hi=math.exp(lhi),
-               note="" if ok.mean() > 0.99 else f"{(~ok).sum()} degenerate resamples dropped", boot=boot)
+               note="; ".join(filter(None, [cnote, "" if ok.mean() > 0.99 else f"{(~ok).sum()} degenerate resamples dropped"])),
+               boot=boot)
 
 
-def _bootstrap(x, y, lx, ly, frontier: bool, n_boot: int, seed: int) -> np.ndarray:
+def _bootstrap(x, y, lx, ly, frontier: bool, n_boot: int, seed: int, cens: np.ndarray) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return _boot_frontier(x, y, lx, ly, n_boot, rng) if frontier else _boot_all(lx, ly, n_boot, rng)
+    if frontier:
+        return _boot_frontier(x, y, lx, ly, n_boot, rng, cens)
+    return _boot_all(lx[~cens], ly[~cens], n_boot, rng)
 
 
 def _boot_all(lx, ly, n_boot, rng) -> np.ndarray:
@@ -165,7 +179,7 @@ def _candidates(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return np.flatnonzero(keep)
 
 
-def _boot_frontier(x, y, lx, ly, n_boot, rng) -> np.ndarray:
+def _boot_frontier(x, y, lx, ly, n_boot, rng, cens) -> np.ndarray:
     n = len(x)
     cand = _candidates(x, y)
     m = len(cand)
@@ -180,7 +194,7 @@ def _boot_frontier(x, y, lx, ly, n_boot, rng) -> np.ndarray:
         hits = rng.binomial(n, m / n, size=b)
         draws = rng.integers(0, m, size=hits.sum()) + m * np.repeat(np.arange(b), hits)
         counts = np.bincount(draws, minlength=b * m).reshape(b, m)
-        w = counts * frontier_mask(xc, yc, counts)
+        w = counts * frontier_mask(xc, yc, counts) * ~cens[cand]        # censored: frontier, not fit
         s, i = _wls(lx[cand], ly[cand], w.astype(float))
         out[b0:b0 + b, 0], out[b0:b0 + b, 1] = s, i
     return out
@@ -188,14 +202,15 @@ def _boot_frontier(x, y, lx, ly, n_boot, rng) -> np.ndarray:
 
 def memory_fits(con, n_boot: int = N_BOOT, seed: int = 0) -> list[dict]:
     """memory_length = a * train_flops^alpha on each (task, arch) frontier."""
-    data = con.execute("""SELECT task, arch, train_flops, memory_length FROM trials
+    data = con.execute("""SELECT task, arch, train_flops, memory_length,
+                                 coalesce(censored, false) AS censored FROM trials
                           WHERE status IN ('completed', 'pruned') AND train_flops > 0
                                 AND memory_length IS NOT NULL
                           ORDER BY task, arch""").fetchnumpy()
     rows = []
     for (task, arch), sel in _groups(data, ("task", "arch")):
         f = power_law(data["train_flops"][sel], data["memory_length"][sel], frontier=True,
-                      n_boot=n_boot, seed=seed)
+                      censored=data["censored"][sel], n_boot=n_boot, seed=seed)
         rows.append({"task": task, "arch": arch, "fit": "memory_length ~ train_flops", "trials": int(sel.sum()),
                      **f.row(), "_fit": f})
     return rows

@@ -160,8 +160,9 @@ def write_report(study_dir: str, spec, n_boot: int = fit.N_BOOT, seed: int = 0,
 {_table(["status", "trials"], counts, "status")}
 <h2>Scaling-law and cost fits</h2>
 <p>Log-log least squares; intervals are 95% percentile bootstrap over trials ({n_boot} resamples,
-seed {seed}; the frontier is recomputed in every resample). Fewer than {fit.MIN_POINTS} distinct x values:
-"too few points". All in fits.csv.</p>
+seed {seed}; the frontier is recomputed in every resample). Censored trials (L* only a lower bound)
+stay on the frontier but are left out of the memory fits, as the note column says. Fewer than
+{fit.MIN_POINTS} distinct x values: "too few points". All in fits.csv.</p>
 {fit_table}
 <h2>Figures</h2>
 {figure_html}

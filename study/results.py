@@ -26,6 +26,9 @@ TRIAL_COLUMNS = {
     "params": "int", "state_size": "int", "flops_per_token": "float", "train_flops": "float",
     "tokens": "int", "steps": "int", "wall_s": "float", "peak_mem_bytes": "int", "device": "str",
     "dtype": "str", "status": "str", "error": "str", "memory_length": "int", "tau": "float",
+    # censored: memory_length is only a lower bound (no evaluated lag above it failed); reach: how
+    # far back (steps) the training signal or attention can see, null = unbounded
+    "censored": "bool", "reach": "int",
     "solved": "bool", "final_loss": "float", "eval_loss": "float", "started_at": "timestamp",
     "ended_at": "timestamp", "host": "str", "node": "str", "resumed_from_step": "int",
     "code_version": "str", "torch_version": "str",
@@ -37,6 +40,7 @@ METRIC_COLUMNS = {
 }
 CURVE_COLUMNS = {
     "study": "str", "trial_id": "str", "iteration": "int", "step": "int", "lag": "int", "score": "float",
+    "distance": "int",     # the dependency distance scored at this ladder lag (L*'s unit)
     "score_lo": "float", "score_hi": "float", "metric": "str", "n": "int", "feasible": "bool",
     "reason": "str", "loss": "float",
     # text: the loss drop from the previous context length, with its paired-bootstrap interval

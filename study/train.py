@@ -15,7 +15,7 @@ from typing import Any, Callable
 import torch
 
 from study.config import Budget, Resolved, flat_params, resolve, seq_len_of
-from study.memory import evaluate, is_oom, ladder, memory_length
+from study.memory import EXTEND, evaluate, is_oom, ladder, read_curve
 from study.models import build_model, detach_state
 from study.tasks import build_task
 
@@ -78,7 +78,7 @@ class PeakMemory:
         return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
 
 
-def train_step(model, task, batch, window: int | None, opt, grad_clip: float,
+def train_step(model, task, batch, window: int | None, opt, grad_clip: float | None,
                amp: Callable = contextlib.nullcontext) -> float:
     """One optimiser step on one batch. Recurrent models with a window run truncated BPTT: the
     state carries across chunks of `window` steps, the gradient is cut at each boundary, and the
@@ -106,7 +106,8 @@ def train_step(model, task, batch, window: int | None, opt, grad_clip: float,
         loss.backward()
         total = loss.item()
     if math.isfinite(total):
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        if grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
         opt.step()
         after = getattr(model, "after_step", None)   # constraint projections (stable_*, indrnn)
         if after:
@@ -148,6 +149,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
     elapsed0 = s["elapsed_s"]
 
     static = {"params": model.num_params(), "state_size": model.state_size(seq_len, window),
+              "reach": model.reach(seq_len, window),
               "flops_per_token": fpt, "device": device.type, "dtype": dtype,
               "host": platform.node(), "torch_version": torch.__version__, **flat_params(r)}
 
@@ -157,7 +159,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
 
     def emit(status: str, curve: list[dict], error: str | None = None) -> dict:
         s["iteration"] += 1
-        mem = memory_length(curve, r.train.tau, task.memory_rule) if curve else None
+        mem, censored = read_curve(curve, r.train.tau, task.memory_rule, task.min_gain) if curve else (None, None)
         tokens = s["step"] * tokens_per_step
         trained_lag = next((c for c in curve if c["lag"] == r.task_cfg.lag), None)
         loss = s["loss_sum"] / s["loss_n"] if s["loss_n"] else None
@@ -167,7 +169,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
                "wall_s": s["wall_s"], "train_loss": loss, "final_loss": loss,
                "eval_loss": trained_lag["loss"] if trained_lag else None,
                "started_at": s["started_at"], "ended_at": time.time() if done else None,
-               "memory_length": mem, "tau": r.train.tau, "lr": r.train.lr,
+               "memory_length": mem, "censored": censored, "tau": r.train.tau, "lr": r.train.lr,
                "solved": solved(curve, mem) if curve else None,
                "peak_mem_bytes": peak.bytes(), "status": status, "error": error}
         s["loss_sum"], s["loss_n"] = 0.0, 0
@@ -177,15 +179,19 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
         return out
 
     def solved(curve: list[dict], mem: int) -> bool:
-        """Solved at the trained lag: the score there reaches tau (text: context up to the lag helps)."""
+        """Solved at the trained lag: the score's lower bound there reaches tau (text: context up
+        to the lag helps)."""
         if task.memory_rule == "gain":
-            return mem >= r.task_cfg.lag
+            return mem >= task.distance(r.task_cfg.lag)
         row = next((c for c in curve if c["lag"] == r.task_cfg.lag), None)
-        return bool(row and row["feasible"] and row["score"] >= r.train.tau)
+        return bool(row and row["feasible"] and row["score_lo"] >= r.train.tau)
 
-    def measure() -> list[dict]:
+    def measure(final: bool = False) -> list[dict]:
+        """Intermediate evaluations (what Optuna and ASHA see) reuse one probe set; the final one
+        draws a fresh probe set and extends the ladder while the curve holds (censoring)."""
         with amp():
-            return evaluate(model, task, lags, r.train.eval_batch, seed, device, r.train.max_eval_s, seq_len)
+            return evaluate(model, task, lags, r.train.eval_batch, seed, device, r.train.max_eval_s, seq_len,
+                            final=final, extend=EXTEND if final else 0, tau=r.train.tau)
 
     model.train()
     status, error = "completed", None
@@ -213,7 +219,7 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
         if not is_oom(e):
             raise
         status, error = "oom", str(e).splitlines()[0][:500]
-    curve = measure() if status in ("completed", "timeout") else []
+    curve = measure(final=True) if status in ("completed", "timeout") else []
     return emit(status, curve, error)
 
 

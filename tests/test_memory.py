@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from study import memory
-from study.memory import bootstrap, evaluate, ladder, memory_length, predict, wilson
+from study.memory import bootstrap, evaluate, ladder, memory_length, predict
 from study.models import MODELS, build_model
 from study.tasks import TASKS, build_task
 from test_tasks import SMALL, make
@@ -26,10 +26,7 @@ def test_ladder():
     assert ladder(16, "uniform", max_lag=100_000)[-1] == 100_000
 
 
-def test_wilson_and_bootstrap():
-    assert wilson(5, 10) == pytest.approx((0.2366, 0.7634), abs=1e-4)    # textbook values
-    assert wilson(0, 10) == pytest.approx((0.0, 0.2775), abs=1e-4)
-    assert wilson(10, 10) == pytest.approx((0.7225, 1.0), abs=1e-4)
+def test_bootstrap():
     x = torch.randn(400, generator=torch.Generator().manual_seed(0)) + 3
     lo, hi = bootstrap(x, seed=0)
     assert lo < float(x.mean()) < hi and hi - lo == pytest.approx(2 * 1.96 / 20, rel=0.2)   # ~ +-1.96 sd/sqrt(n)
@@ -129,7 +126,7 @@ def test_oracle_reaches_the_top_of_the_ladder_and_a_memoryless_model_gets_zero(n
     oracle = Oracle(task, context=8 if rule == "gain" else None)
     rows = evaluate(oracle, task, lags, 64, seed=0, device="cpu", seq_len=seq_len)
     # text: more context helps the oracle up to 8 characters, not beyond
-    assert memory_length(rows, 0.9, rule) == (8 if rule == "gain" else lags[-1])
+    assert memory_length(rows, 0.9, rule) == (8 if rule == "gain" else task.distance(lags[-1]))
     rows = evaluate(Forgetful(task.task), task.task, lags, 64, seed=0, device="cpu", seq_len=seq_len)
     assert memory_length(rows, 0.9, rule) == 0
 
@@ -216,7 +213,7 @@ def test_max_eval_s_marks_the_unreached_lags():
     assert time.perf_counter() - t0 < 1.5                            # stopped inside the long lag
     assert [r["lag"] for r in rows] == lags
     assert [r["reason"] for r in rows] == [None, None, None, "time", "time"]
-    assert memory_length(rows, -1.0) == 1 << 14                      # the reached lags still count
+    assert memory_length(rows, -1.0) == task.distance(1 << 14)       # the reached lags still count
 
 
 # ---- streaming costs O(state): peak host memory at lag 1e3 vs 1e5 ---------------------------

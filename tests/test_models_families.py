@@ -12,7 +12,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from study.models import IO, MODELS, build_model
-from study.models import linear_attention, lmu, stable
+from study.models import linear_attention, lmu
 from test_models import TOKENS, make, small, tokens   # shared helpers (tests/ is on sys.path)
 
 torch.set_num_threads(1)
@@ -119,13 +119,13 @@ def short_training(m, steps=6, lr=0.3):
 def test_stable_rnn_spectral_norm_after_every_step():
     m = make("stable_rnn", n_layers=2, dtype=torch.float32)
     norms = lambda: [torch.linalg.matrix_norm(getattr(m.rnn, f"weight_hh_l{k}"), 2).item() for k in range(2)]
-    assert max(norms()) <= stable.LAMBDA + 1e-5
+    assert max(norms()) <= m.cfg.contraction + 1e-5
     broke = False
     for i, _ in enumerate(short_training(m, lr=3.0)):
         if i % 2 == 0:
-            broke |= max(norms()) > stable.LAMBDA + 1e-5      # the raw step leaves the ball...
+            broke |= max(norms()) > m.cfg.contraction + 1e-5      # the raw step leaves the ball...
         else:
-            assert max(norms()) <= stable.LAMBDA + 1e-5       # ...the projection brings it back
+            assert max(norms()) <= m.cfg.contraction + 1e-5       # ...the projection brings it back
     assert broke
 
 
@@ -133,7 +133,7 @@ def test_stable_lstm_contraction_bound_after_every_step():
     m = make("stable_lstm", n_layers=2, dtype=torch.float32)
     for i, _ in enumerate(short_training(m)):
         if i % 2:
-            assert all(m.contraction(k) <= stable.LAMBDA + 1e-5 for k in range(2))
+            assert all(m.bound(k) <= m.cfg.contraction + 1e-5 for k in range(2))
     with torch.no_grad():     # the bound is a Lipschitz bound: two states converge on the same input
         x = m.embed(tokens(1, 30))
         s = [torch.randn(2, 1, 8) for _ in range(2)]

@@ -53,7 +53,8 @@ def test_shapes_lags_and_io(name):
     B, T = b.mask.shape
     assert T == t.default_seq_len() and b.mask.any(1).all()
     if name != "text":        # text has no planted lag: every window holds every context
-        assert 1 <= int(b.lag.min()) and int(b.lag.max()) == t.cfg.lag and len(b.lag.unique()) > 1
+        varied = t.cfg.lag_dist == "uniform"    # delay allows fixed lags only
+        assert 1 <= int(b.lag.min()) and int(b.lag.max()) == t.cfg.lag and (len(b.lag.unique()) > 1) == varied
         fixed = make(name, lag_dist="fixed").sample(8, gen())
         assert (fixed.lag == t.cfg.lag).all()
     e = t.sample(8, gen(), lag=11, seq_len=t.default_seq_len(11))

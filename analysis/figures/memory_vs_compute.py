@@ -1,6 +1,7 @@
 """Memory length L* against training FLOPs, log-log: trials as points, each arch's frontier as a
 step line, and the bootstrap power-law fit L* = a * C^alpha with its 95% band. One panel per task
-(memory lengths of different tasks are not comparable)."""
+(memory lengths of different tasks are not comparable). Censored trials (L* only a lower bound)
+are drawn as upward triangles and are not in the fit (analysis/fit.py)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -29,7 +30,8 @@ def plot(con, out_dir: Path, fits: list[dict] | None = None) -> list[Path]:
     """fits: rows of analysis.fit.memory_fits (with their Fit objects under "_fit")."""
     by_key = {(r["task"], r["arch"]): r["_fit"] for r in (fits or [])}
     # A deterministic sample per arch keeps 100k-trial studies drawable; frontier points are never sampled away.
-    pts = con.execute(f"""SELECT task, arch, train_flops, memory_length, status FROM trials
+    pts = con.execute(f"""SELECT task, arch, train_flops, memory_length, status,
+                                 coalesce(censored, false) AS censored FROM trials
                           WHERE train_flops > 0 AND (memory_length IS NOT NULL OR status IN ('oom', 'timeout', 'diverged'))
                           QUALIFY row_number() OVER (PARTITION BY task, arch, status IN ('completed', 'pruned')
                                                      ORDER BY hash(trial_id)) <= {MAX_POINTS}""").fetchall()
@@ -44,10 +46,13 @@ def plot(con, out_dir: Path, fits: list[dict] | None = None) -> list[Path]:
         for arch in archs:
             c = color(arch)
             ok = [r for r in rows if r[1] == arch and r[4] not in FAILED and r[3] is not None]
-            pos = np.array([(r[2], r[3]) for r in ok if r[3] > 0]).reshape(-1, 2)
+            pos = np.array([(r[2], r[3]) for r in ok if r[3] > 0 and not r[5]]).reshape(-1, 2)
+            low = np.array([(r[2], r[3]) for r in ok if r[3] > 0 and r[5]]).reshape(-1, 2)
             zero = [r[2] for r in ok if r[3] == 0]
             f = by_key.get((task, arch))
             ax.scatter(pos[:, 0], pos[:, 1], color=c, s=size, alpha=alpha, lw=0, label=f"{arch}: {_fmt_fit(f)}")
+            # a lower bound: the true L* lies somewhere above the triangle
+            ax.scatter(low[:, 0], low[:, 1], color=c, s=size * 1.6, alpha=alpha, marker="^", lw=0)
             ax.scatter(zero, [ZERO_AT] * len(zero), facecolors="none", edgecolors=c, s=size, alpha=alpha)
             for status, (marker, _) in FAILED.items():
                 bad = [r[2] for r in rows if r[1] == arch and r[4] == status]
@@ -77,6 +82,8 @@ def plot(con, out_dir: Path, fits: list[dict] | None = None) -> list[Path]:
         ax.plot([], [], color="0.3", lw=1.6, label="frontier (step)")
         ax.plot([], [], color="0.3", lw=1.2, ls="--", label="power-law fit, 95% band")
         ax.scatter([], [], facecolors="none", edgecolors="0.3", s=16, label=f"L* = 0 (drawn at {ZERO_AT})")
+        if any(r[5] for r in rows):
+            ax.scatter([], [], color="0.3", marker="^", s=26, label="censored: L* ≥ this (not fitted)")
         for status, (marker, what) in FAILED.items():
             if any(r[4] == status for r in rows):
                 ax.scatter([], [], marker=marker, color="0.3", s=40, label=f"{what} (drawn at {FAILED_AT})")

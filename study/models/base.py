@@ -54,6 +54,16 @@ class SequenceModel(nn.Module):
     def num_params(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
+    def reach(self, seq_len: int, window: int | None) -> int | None:
+        """How far back, in steps, the training signal or attention can see: the longest
+        dependency distance this trial can learn or use (None: no bound short of the data).
+        Recurrent families: truncated BPTT cuts the gradient every `window` steps, so a loss sees
+        at most window - 1 steps back; untruncated (window None or >= seq_len), the state is
+        unbounded. Other families override this."""
+        if self.recurrent:
+            return None if window is None or window >= seq_len else window - 1
+        raise NotImplementedError
+
     def state_size(self, seq_len: int, window: int | None) -> int:
         """Floats carried between steps per sequence."""
         raise NotImplementedError

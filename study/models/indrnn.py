@@ -9,6 +9,12 @@ by |u_j|, kept in [-2^(1/T), 2^(1/T)] (a neuron may at most double over T steps,
 Setup from the paper's adding code (IndRNN_Theano_Lasagne/adding/adding.py): stacked layers,
 W ~ N(0, 0.001), u ~ U(0, 2^(1/T)) for the lower layers and U(0.5^(1/T), 2^(1/T)) for the last, and
 u clipped to its range after every update (here: `after_step`). T is the cell's training seq_len.
+Gradient clipping as that code does it: Lasagne's grad_clipping=10 clips the gradient with respect
+to each step's pre-activation p_t = W x_t + b + u ⊙ h_{t-1}, elementwise, to [-10, 10] as it flows
+back through time (`step_grad_clip`; the script's clip of the parameter gradients is commented
+out). A global-norm clip (TrainConfig's `grad_clip`) instead rescales the whole parameter gradient
+once per step: it bounds the update's size but not one step's share of the backpropagated signal,
+and a spec can set either, both, or neither (`grad_clip: null`, `step_grad_clip: null`).
 The per-step loop runs in recurrences.py (scripted forward, hand-written backward); `fast = False`
 runs the plain autograd loop, the reference the tests compare it with. State: L x D.
 """
@@ -25,6 +31,9 @@ from study.registry import MODELS
 
 class IndRNNConfig(ModelConfig):
     n_layers: int = Field(2, ge=1)       # the paper's adding setup: 2 layers
+    # the paper's gradient clipping: dL/d(pre-activation) clipped to [-10, 10] at every step
+    # (Lasagne grad_clipping=10); None: off. TrainConfig's grad_clip (global norm) acts on top.
+    step_grad_clip: float | None = Field(10.0, gt=0)
 
 
 @MODELS.register("indrnn", IndRNNConfig, "independently recurrent ReLU RNN, |u| <= 2^(1/T) clipped",
@@ -56,12 +65,16 @@ class IndRNN(SequenceModel):
         last = []
         for k in range(self.cfg.n_layers):
             wx = self.inp[k](h)                     # (B, T, D): the input part is parallel over time
+            clip = self.cfg.step_grad_clip
             if self.fast:
-                h = recurrences.indrnn(wx, self.u[k], state[k])
+                h = recurrences.indrnn(wx, self.u[k], state[k], clip)
             else:
                 hk, u, outs = state[k], self.u[k], []
                 for t in range(wx.shape[1]):        # the ReLU makes the recurrence sequential
-                    hk = torch.relu(wx[:, t] + u * hk)
+                    p = wx[:, t] + u * hk
+                    if clip is not None and p.requires_grad:
+                        p.register_hook(lambda g, c=clip: g.clamp(-c, c))
+                    hk = torch.relu(p)
                     outs.append(hk)
                 h = torch.stack(outs, dim=1)        # T x (B, D) -> (B, T, D)
             last.append(h[:, -1])

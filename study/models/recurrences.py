@@ -64,24 +64,45 @@ def _linear_backward_py(gout: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
 _linear_backward = _script(_linear_backward_py)
 
 
+def _clipped_backward_py(gout: torch.Tensor, M: torch.Tensor, u: torch.Tensor, clip: float) -> torch.Tensor:
+    """dL/dp_t with each step's clipped to [-clip, clip] before it flows on (Lasagne's
+    grad_clipping on the pre-activation): gp_t = clip(M_t ⊙ G_t), G_{t-1} = gout_{t-1} + u ⊙ gp_t."""
+    gp = torch.empty_like(gout)
+    g = gout[-1]
+    for t in range(gout.shape[0] - 1, -1, -1):
+        p = (M[t] * g).clamp(-clip, clip)
+        gp[t] = p
+        if t > 0:
+            g = torch.addcmul(gout[t - 1], u, p)
+    return gp
+
+
+_clipped_backward = torch.jit.script(_clipped_backward_py)
+
+
 class IndRNNScan(torch.autograd.Function):
-    """h_t = relu(wx_t + u ⊙ h_{t-1}); wx (T, B, D), u (D,), h0 (B, D) -> h (T, B, D)."""
+    """h_t = relu(wx_t + u ⊙ h_{t-1}); wx (T, B, D), u (D,), h0 (B, D) -> h (T, B, D). `clip`
+    (None: off) clips dL/dp_t, p_t = wx_t + u ⊙ h_{t-1}, to [-clip, clip] at every step."""
 
     @staticmethod
-    def forward(ctx, wx, u, h0):
+    def forward(ctx, wx, u, h0, clip=None):
         out = _indrnn_forward(wx, u, h0)
         ctx.save_for_backward(u, h0, out)
+        ctx.clip = clip
         return out
 
     @staticmethod
     def backward(ctx, gout):
         u, h0, out = ctx.saved_tensors
         M = (out > 0).to(out.dtype)                          # relu'(p_t), as torch's relu backward
-        # dL/dh_{t-1} through step t is u ⊙ M_t ⊙ G_t, so G obeys a linear recurrence in K = u M
-        G = _linear_backward(gout.contiguous(), u * M)
-        gp = G * M                                            # dL/dp_t = dL/dwx_t
+        if ctx.clip is None:
+            # dL/dh_{t-1} through step t is u ⊙ M_t ⊙ G_t, so G obeys a linear recurrence in K = u M
+            G = _linear_backward(gout.contiguous(), u * M)
+            gp = G * M                                        # dL/dp_t = dL/dwx_t
+        else:
+            gp = _clipped_backward(gout.contiguous(), M, u, float(ctx.clip))
         h_prev = torch.cat([h0[None], out[:-1]])              # (T, B, D)
-        return gp, (gp * h_prev).sum((0, 1)), u * gp[0]
+        return gp, (gp * h_prev).sum((0, 1)), u * gp[0], None
 
 
 def _brc_forward_py(xa: torch.Tensor, xc: torch.Tensor, xz: torch.Tensor, w: torch.Tensor,
@@ -170,9 +191,9 @@ class BRCScan(torch.autograd.Function):
         return dpa, dpc, G * kZ, gw, gh0, None
 
 
-def indrnn(wx: torch.Tensor, u: torch.Tensor, h0: torch.Tensor) -> torch.Tensor:
+def indrnn(wx: torch.Tensor, u: torch.Tensor, h0: torch.Tensor, clip: float | None = None) -> torch.Tensor:
     """Batch-major wrapper: wx (B, T, D) -> h (B, T, D)."""
-    return IndRNNScan.apply(wx.transpose(0, 1).contiguous(), u, h0).transpose(0, 1)
+    return IndRNNScan.apply(wx.transpose(0, 1).contiguous(), u, h0, clip).transpose(0, 1)
 
 
 def brc(xa, xc, xz, w, h0, full: bool) -> torch.Tensor:

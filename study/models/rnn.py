@@ -1,9 +1,17 @@
 """Elman RNN, LSTM and GRU on PyTorch's fused modules (cuDNN on GPU, one call per chunk on CPU).
 
 LSTM: Hochreiter & Schmidhuber 1997; GRU: Cho et al. 2014; tanh RNN: Elman 1990.
+
+LSTM forget-gate bias: `forget_bias` (default 1.0), as the LSTM baselines of the IndRNN paper
+(IndRNN_Theano_Lasagne adding.py: forget gate b = Constant(1.)) and of the BRC paper (Keras,
+unit_forget_bias=True) train it, and as Jozefowicz, Zaremba & Sutskever 2015 recommend. PyTorch's
+two bias vectors sum: the input one holds the value, the recurrent one is 0. `forget_bias: null`
+keeps PyTorch's own init (both U(-1/sqrt(D), 1/sqrt(D)), mean 0).
 """
 from __future__ import annotations
 
+import torch
+from pydantic import Field
 from torch import nn
 
 from study.models.base import ModelConfig, SequenceModel
@@ -12,6 +20,21 @@ from study.registry import MODELS
 
 class RNNConfig(ModelConfig):
     pass
+
+
+class LSTMConfig(RNNConfig):
+    forget_bias: float | None = Field(1.0)     # None: PyTorch's default init
+
+
+@torch.no_grad()
+def set_forget_bias(lstm: nn.LSTM, value: float | None) -> None:
+    """Every layer's forget-gate bias to `value` (PyTorch's gate order is i, f, g, o)."""
+    if value is None:
+        return
+    D = lstm.hidden_size
+    for k in range(lstm.num_layers):
+        getattr(lstm, f"bias_ih_l{k}")[D:2 * D] = value
+        getattr(lstm, f"bias_hh_l{k}")[D:2 * D] = 0.0
 
 
 class _Fused(SequenceModel):
@@ -42,9 +65,14 @@ class RNN(_Fused):
     module = nn.RNN
 
 
-@MODELS.register("lstm", RNNConfig, "LSTM (fused nn.LSTM)", "Hochreiter & Schmidhuber 1997")
+@MODELS.register("lstm", LSTMConfig, "LSTM (fused nn.LSTM), forget-gate bias forget_bias",
+                 "Hochreiter & Schmidhuber 1997")
 class LSTM(_Fused):
     module, gates, states = nn.LSTM, 4, 2
+
+    def __init__(self, cfg, io, seq_len, window):
+        super().__init__(cfg, io, seq_len, window)
+        set_forget_bias(self.rnn, cfg.forget_bias)
 
 
 @MODELS.register("gru", RNNConfig, "GRU (fused nn.GRU)", "Cho et al. 2014")

@@ -1,36 +1,54 @@
 """Stable recurrent models (Miller & Hardt, ICLR 2019): tanh RNN and LSTM kept lambda-contractive
-by projecting the recurrent weights after every optimiser step.
+for every input by a projection after every optimiser step. lambda is the `contraction` parameter.
 
 Legend: B batch, T time steps, D d_model, L layers.
 
 A recurrent model h_t = phi(h_{t-1}, x_t) is lambda-stable when phi is lambda-Lipschitz in h with
-lambda < 1 (Miller & Hardt Def. 1); then it is approximated by a k-truncated feed-forward model with
-k = O(log(1/eps) / (1 - lambda)) (their Thm. 1), for inference and training alike.
+lambda < 1 for every input x (Miller & Hardt Def. 1); then it is approximated by a k-truncated
+feed-forward model with k = O(log(1/eps) / (1 - lambda)) (their Thm. 1), for inference and
+training alike: at lambda = 0.999, k runs to thousands of steps, so `contraction` is the knob a
+study sweeps to move that horizon.
 
-* `stable_rnn`: h_t = tanh(W h_{t-1} + U x_t + b) is lambda-contractive when ||W||_2 <= lambda,
-  tanh being 1-Lipschitz (Miller & Hardt sec. 2.2); after every step the singular values of each
-  layer's W are clipped to lambda (the projection onto the spectral-norm ball). State: L x D.
-* `stable_lstm`: the LSTM is contractive in the infinity norm under a condition on the gate
-  matrices (Miller & Hardt Prop. 2, an infinity-norm condition driven by the forget gate). PAPERS.md
-  marks its constants as recalled, so the sufficient condition used here is re-derived: with
-  f_inf = sup_t ||f_t||_inf, c_inf = sup_t ||c_t||_inf and sigma' <= 1/4,
-      lambda_lstm = f_inf + c_inf ||W_f||/4 + ||W_i||/4 + ||W_z|| + ||W_o||/4 < 1     (inf-norms)
-  bounds the Lipschitz constant of (c, h) -> (c', h') in max(||dc||, ||dh||). f_inf and
-  c_inf <= max(|c_0|, i_inf / (1 - f_inf)) are measured on the latest training batch (the paper's
-  sup over the data); after every step the four recurrent blocks are scaled by one factor so the
-  bound is <= lambda. If the forget gate alone already reaches lambda the recurrent matrix is
-  zeroed (the cell then keeps only its f-contractive cell memory). State: L x 2D.
+* `stable_rnn`: h_t = tanh(W h_{t-1} + U x_t + b) is lambda-contractive in the 2-norm when
+  ||W||_2 <= lambda, tanh being 1-Lipschitz (Miller & Hardt sec. 2.2), whatever x; after every
+  step the singular values of each layer's W are clipped to lambda (the projection onto the
+  spectral-norm ball). State: L x D.
+* `stable_lstm`: PAPERS.md marks the constants of Miller & Hardt's Prop. 2 as recalled, so the
+  sufficient condition is re-derived here, and made to hold for every input, not only the data
+  seen. The forget gate is bounded explicitly: f = f_max sigmoid(.), f_max = lambda^2 < 1, so
+  f <= f_max whatever the input (the cell is the standard LSTM otherwise). Then from a zero start
+  |c_t| <= f_max |c_{t-1}| + |i z| <= c_inf = 1 / (1 - f_max), and in the max-norm
+  max(||dc||_inf, ||dh||_inf), with sigma' <= 1/4, tanh' <= 1 and |i|, |z|, |o|, |tanh c| <= 1:
+      |dc'| <= f_max |dc| + (c_inf f_max ||W_f||/4 + ||W_i||/4 + ||W_z||) |dh|
+      |dh'| <= |dc'| + ||W_o||/4 |dh|
+  so one step is lambda_lstm-Lipschitz in the state with
+      lambda_lstm = f_max + c_inf f_max ||W_f||/4 + ||W_i||/4 + ||W_z|| + ||W_o||/4   (inf-norms),
+  every term independent of the input. After every step the four recurrent blocks are scaled by
+  one factor so that lambda_lstm <= lambda, i.e. the recurrent sum <= lambda - f_max = lambda (1 -
+  lambda). No data statistics enter, so no chunk's or batch's sup can be missed. Choice: f_max =
+  lambda^2 gives the cell a memory horizon 1 / (1 - lambda^2) of the order of the truncation
+  horizon 1 / (1 - lambda) and leaves lambda (1 - lambda) to the recurrent matrix. The bounded
+  gate rules out PyTorch's fused kernel: the cell runs a step loop (input projections for the
+  whole chunk at once). State: L x 2D.
 """
 from __future__ import annotations
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from study.models.base import SequenceModel
-from study.models.rnn import RNNConfig, _Fused
+from study.models.rnn import LSTMConfig, RNNConfig, _Fused
 from study.registry import MODELS
 
-LAMBDA = 0.999   # contraction target: strictly below 1 so the truncation bound of Thm. 1 is finite
+
+class StableConfig(RNNConfig):
+    # lambda: strictly below 1 so the truncation bound of Miller & Hardt's Thm. 1 is finite
+    contraction: float = Field(0.99, gt=0, lt=1)
+
+
+class StableLSTMConfig(StableConfig, LSTMConfig):
+    pass
 
 
 def inf_norm(w: torch.Tensor) -> torch.Tensor:
@@ -38,7 +56,7 @@ def inf_norm(w: torch.Tensor) -> torch.Tensor:
     return w.abs().sum(-1).max()
 
 
-@MODELS.register("stable_rnn", RNNConfig, "tanh RNN with ||W_hh||_2 <= 0.999 projected after each step",
+@MODELS.register("stable_rnn", StableConfig, "tanh RNN with ||W_hh||_2 <= contraction projected after each step",
                  "Miller & Hardt 2019")
 class StableRNN(_Fused):
     module = nn.RNN
@@ -52,10 +70,46 @@ class StableRNN(_Fused):
         for k in range(self.cfg.n_layers):
             w = getattr(self.rnn, f"weight_hh_l{k}")
             u, s, vh = torch.linalg.svd(w)
-            w.copy_(u @ torch.diag(s.clamp(max=LAMBDA)) @ vh)
+            w.copy_(u @ torch.diag(s.clamp(max=self.cfg.contraction)) @ vh)
 
 
-@MODELS.register("stable_lstm", RNNConfig, "LSTM projected to an infinity-norm contraction after each step",
+class ForgetBoundedLSTM(nn.Module):
+    """One LSTM layer with f = f_max sigmoid(.): x (B, T, D_in), (h0, c0) (B, D) each ->
+    out (B, T, D), (h, c). Gate order i, f, z, o as PyTorch's; init U(-1/sqrt(D), 1/sqrt(D)) as
+    nn.LSTM, one bias vector (its forget part set to forget_bias when given)."""
+
+    def __init__(self, d_in: int, d: int, f_max: float, forget_bias: float | None):
+        super().__init__()
+        self.d, self.f_max = d, f_max
+        self.weight_ih = nn.Parameter(torch.empty(4 * d, d_in))
+        self.weight_hh = nn.Parameter(torch.empty(4 * d, d))
+        self.bias = nn.Parameter(torch.empty(4 * d))
+        for w in (self.weight_ih, self.weight_hh, self.bias):
+            nn.init.uniform_(w, -d ** -0.5, d ** -0.5)
+        if forget_bias is not None:
+            with torch.no_grad():
+                self.bias[d:2 * d] = forget_bias
+
+    def forward(self, x, state):
+        h, c = state
+        gx = x @ self.weight_ih.T + self.bias                       # (B, T, 4D): parallel over time
+        outs = []
+        for t in range(x.shape[1]):
+            i, f, z, o = (gx[:, t] + h @ self.weight_hh.T).chunk(4, dim=-1)
+            c = self.f_max * torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(z)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            outs.append(h)
+        return torch.stack(outs, dim=1), (h, c)
+
+    @torch.no_grad()
+    def recurrent_sum(self, c_inf: float) -> float:
+        """c_inf f_max ||W_f||/4 + ||W_i||/4 + ||W_z|| + ||W_o||/4 (module docstring)."""
+        wi, wf, wz, wo = self.weight_hh.chunk(4, dim=0)                 # 4 x (D, D)
+        return float(c_inf * self.f_max * inf_norm(wf) / 4 + inf_norm(wi) / 4 + inf_norm(wz) + inf_norm(wo) / 4)
+
+
+@MODELS.register("stable_lstm", StableLSTMConfig,
+                 "LSTM with a bounded forget gate, projected to a contraction for every input after each step",
                  "Miller & Hardt 2019")
 class StableLSTM(SequenceModel):
     recurrent = True
@@ -63,10 +117,12 @@ class StableLSTM(SequenceModel):
     def __init__(self, cfg, io, seq_len, window):
         super().__init__(cfg, io, seq_len, window)
         d = cfg.d_model
-        # one module per layer: the constraint needs each layer's own input to measure its gates
-        self.layers = nn.ModuleList(nn.LSTM(d, d, batch_first=True) for _ in range(cfg.n_layers))
+        self.f_max = cfg.contraction ** 2
+        self.c_inf = 1.0 / (1.0 - self.f_max)
+        self.layers = nn.ModuleList(ForgetBoundedLSTM(d, d, self.f_max, cfg.forget_bias)
+                                    for _ in range(cfg.n_layers))
         self.drop = nn.Dropout(cfg.dropout)
-        self.stats: list[tuple[float, float] | None] = [None] * cfg.n_layers   # (f_inf, c_inf) per layer
+        self.after_step()    # start inside the stable set
 
     def init_state(self, batch_size):
         z = self.embed.weight.new_zeros(self.cfg.n_layers, batch_size, self.cfg.d_model)
@@ -76,47 +132,24 @@ class StableLSTM(SequenceModel):
         if state is None:
             state = self.init_state(h.shape[0])
         hs, cs = [], []
-        for k, lstm in enumerate(self.layers):
-            h0, c0 = state[0][k:k + 1], state[1][k:k + 1]              # (1, B, D)
-            out, (hn, cn) = lstm(h, (h0, c0))
-            if self.training:
-                self.stats[k] = self.gate_stats(lstm, h, h0, c0, out)
+        for k, layer in enumerate(self.layers):
+            out, (hn, cn) = layer(h, (state[0][k], state[1][k]))
             hs.append(hn)
             cs.append(cn)
             h = self.drop(out) if k < len(self.layers) - 1 else out
-        return h, (torch.cat(hs), torch.cat(cs))
+        return h, (torch.stack(hs), torch.stack(cs))
 
-    @staticmethod
-    @torch.no_grad()
-    def gate_stats(lstm, x, h0, c0, out) -> tuple[float, float]:
-        """f_inf and a bound on c_inf for this batch, recomputing the gates in parallel from the
-        known h_{t-1} sequence (nn.LSTM's fused kernel does not return them)."""
-        h_prev = torch.cat([h0.transpose(0, 1), out[:, :-1]], dim=1)    # (B, T, D)
-        pre = x @ lstm.weight_ih_l0.T + lstm.bias_ih_l0 + h_prev @ lstm.weight_hh_l0.T + lstm.bias_hh_l0
-        i, f, _, _ = torch.sigmoid(pre).chunk(4, dim=-1)                 # PyTorch gate order i, f, g, o
-        f_inf, i_inf = float(f.max()), float(i.max())
-        c_inf = max(float(c0.abs().max()), i_inf / max(1.0 - f_inf, 1e-12))
-        return f_inf, c_inf
-
-    @torch.no_grad()
-    def contraction(self, k: int) -> float | None:
-        """The bound lambda_lstm of layer k (module docstring), or None before any training batch."""
-        if self.stats[k] is None:
-            return None
-        f_inf, c_inf = self.stats[k]
-        wi, wf, wz, wo = self.layers[k].weight_hh_l0.chunk(4, dim=0)     # 4 x (D, D)
-        r = c_inf * inf_norm(wf) / 4 + inf_norm(wi) / 4 + inf_norm(wz) + inf_norm(wo) / 4
-        return f_inf + float(r)
+    def bound(self, k: int) -> float:
+        """lambda_lstm of layer k: the Lipschitz bound of one step, for every input."""
+        return self.f_max + self.layers[k].recurrent_sum(self.c_inf)
 
     @torch.no_grad()
     def after_step(self) -> None:
-        for k, lstm in enumerate(self.layers):
-            lam = self.contraction(k)
-            if lam is None or lam <= LAMBDA:
-                continue
-            f_inf = self.stats[k][0]
-            scale = max(0.0, (LAMBDA - f_inf) / (lam - f_inf))   # lambda is affine in the scale
-            lstm.weight_hh_l0.mul_(scale)
+        budget = self.cfg.contraction - self.f_max
+        for layer in self.layers:
+            r = layer.recurrent_sum(self.c_inf)
+            if r > budget:
+                layer.weight_hh.mul_(budget / r)      # the sum is linear in the blocks' common scale
 
     def state_size(self, seq_len, window):
         return 2 * self.cfg.n_layers * self.cfg.d_model

@@ -1,7 +1,8 @@
 """Temporal convolutional network (Bai, Kolter & Koltun 2018, locuslab/TCN tcn.py).
 
 Residual blocks of two weight-normalised dilated causal convolutions (dilation 2^i), ReLU, dropout;
-a 1x1 convolution on the residual when widths differ. Receptive field 1 + 2(k-1)(2^L - 1).
+a 1x1 convolution on the residual when widths differ. Receptive field 1 + 2(k-1)(2^L - 1), so
+reach (how far back an output sees) is 2(k-1)(2^L - 1) steps.
 `window` is the receptive field: the number of blocks L is the smallest that covers `window`
 (or seq_len when the window is full), and at least `n_layers`.
 """
@@ -35,9 +36,11 @@ class CausalConv(nn.Module):
     def __init__(self, c_in, c_out, k, dilation):
         super().__init__()
         self.pad = (k - 1) * dilation
-        conv = nn.Conv1d(c_in, c_out, k, dilation=dilation)
-        nn.init.normal_(conv.weight, 0.0, 0.01)     # the paper's init
-        self.conv = weight_norm(conv)
+        # Init as locuslab/TCN effectively runs: its init_weights draws conv.weight ~ N(0, 0.01)
+        # after weight_norm was applied, and the (hook) weight norm recomputes weight from g and v
+        # before every forward, so that draw is discarded and PyTorch's default Conv1d init
+        # (kaiming-uniform, a = sqrt(5)) is what trains (std ~0.05 at their widths, not 0.01).
+        self.conv = weight_norm(nn.Conv1d(c_in, c_out, k, dilation=dilation))
 
     def forward(self, x):                            # (B, C, T) -> (B, C, T)
         return self.conv(F.pad(x, (self.pad, 0)))    # left padding only: causal
@@ -67,6 +70,10 @@ class TCN(SequenceModel):
     @property
     def receptive_field(self) -> int:
         return receptive_field(self.cfg.kernel_size, self.levels)
+
+    def reach(self, seq_len, window):
+        # the actual receptive field (the levels cover window or seq_len, so often more than asked)
+        return self.receptive_field - 1
 
     def mix(self, h, state):
         return self.blocks(h.transpose(1, 2)).transpose(1, 2), None   # (B, T, D) <-> (B, D, T)

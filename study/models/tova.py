@@ -49,6 +49,11 @@ def evict(K: torch.Tensor, V: torch.Tensor, weights: torch.Tensor):
 class TOVA(Transformer):
     recurrent = True
 
+    def reach(self, seq_len, window):
+        # the KV budget: tokens a layer holds. Not a distance bound (a kept token can be arbitrarily
+        # old), but what the state can see at once; None = the whole sequence
+        return window
+
     def init_state(self, batch_size):
         d, H, L = self.cfg.d_model, self.cfg.n_heads, self.cfg.n_layers
         empty = self.embed.weight.new_zeros(batch_size, H, 0, d // H)

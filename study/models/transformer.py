@@ -148,6 +148,10 @@ class Transformer(SequenceModel):
             h = b(h, self.window)
         return self.ln(h), None
 
+    def reach(self, seq_len, window):
+        # each layer looks window - 1 steps back and layers compose, at any evaluation length
+        return None if window is None else self.cfg.n_layers * (window - 1)
+
     def state_size(self, seq_len, window):
         # the KV cache an autoregressive pass would hold: L x 2 x context x D
         ctx = seq_len if window is None else min(window, seq_len)

@@ -76,6 +76,10 @@ class UniversalTransformer(SequenceModel):
         self.aux_loss = self.cfg.ponder_weight * (n_upd + rem).mean()
         return self.ln(out), None
 
+    def reach(self, seq_len, window):
+        # the shared stack runs up to max_hops times: window - 1 steps per layer per hop
+        return None if window is None else self.cfg.max_hops * self.cfg.n_layers * (window - 1)
+
     def state_size(self, seq_len, window):
         ctx = seq_len if window is None else min(window, seq_len)
         return self.cfg.max_hops * self.cfg.n_layers * 2 * ctx * self.cfg.d_model

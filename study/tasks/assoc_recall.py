@@ -9,7 +9,10 @@ each query the model must output that key's value (only query steps are scored).
 Departure: Zoology scatters queries at power-law offsets; here `lag` is the blank stretch between
 the pairs and the queries (as in copy), so every answer lies between lag + 1 and
 lag + 3 * n_pairs - 2 steps before its query. The query order is random, so the model must look
-values up by key: a delay line does not solve it. Shorter lags in a uniform batch are left-padded.
+values up by key: a delay line does not solve it. Training scores every query; evaluation (`lag`
+given) makes the last query ask the first pair and scores only it, so the score at a ladder lag
+measures the dependency at distance(lag) = lag + 3 n_pairs - 2, the longest one planted. Shorter
+lags in a uniform batch are left-padded.
 
 Baseline (same convention as copy): loss over scored steps; values are uniform over the
 alphabet, so a memoryless model scores ln(alphabet). Chance accuracy 1/alphabet.
@@ -53,12 +56,21 @@ class AssocRecall(Task):
     def default_seq_len(self, lag=None):
         return (lag or self.cfg.lag) + 3 * self.cfg.n_pairs
 
+    def distance(self, lag):
+        return lag + 3 * self.cfg.n_pairs - 2      # the first pair's value, asked by the last query
+
     def sample(self, n, gen, lag=None, seq_len=None):
         A, K = self.cfg.alphabet, self.cfg.n_pairs
         lags, T = self.lags_and_length(n, gen, lag, seq_len)
         keys = torch.rand(n, A, generator=gen).argsort(dim=1)[:, :K] + 1         # distinct (B, K)
         values = torch.randint(A + 1, 2 * A + 1, (n, K), generator=gen)
         order = torch.rand(n, K, generator=gen).argsort(dim=1)                   # query j asks pair order[j]
+        if lag is not None:
+            # evaluation: the last query asks the first pair (an event of probability 1/K in
+            # training), the one answer exactly distance(lag) back; swap it into place
+            j = (order == 0).long().argmax(1)
+            order[torch.arange(n), j] = order[:, -1]
+            order[:, -1] = 0
         start = T - 3 * K - lags                                                 # (B,)
         x = torch.zeros(n, T, dtype=torch.long)
         pos = start[:, None] + 2 * torch.arange(K)                               # key positions (B, K)
@@ -69,6 +81,8 @@ class AssocRecall(Task):
         y[:, T - K:] = values.gather(1, order)
         mask = torch.zeros(n, T, dtype=torch.bool)
         mask[:, T - K:] = True
+        if lag is not None:       # evaluation scores only the answer at distance(lag)
+            mask[:, T - K:-1] = False
         return Batch(x, y, mask, lags)
 
     def baseline_loss(self):

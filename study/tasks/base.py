@@ -40,6 +40,15 @@ class Task:
     # How L* is read off the lag curve (study.memory.memory_length): "threshold" is DESIGN.md's
     # score >= tau rule; "gain" (text) is the longest context that still lowers the loss.
     memory_rule: Literal["threshold", "gain"] = "threshold"
+    min_gain: float = 0.0     # "gain" tasks: the smallest loss drop (nats/char) that counts as memory
+    max_eval_lag: int | None = None   # the longest lag the data allows evaluating (None: any)
+
+    def distance(self, lag: int) -> int:
+        """The dependency distance measured at ladder lag `lag`: the steps from the planted
+        information to the scored position that needs it (DESIGN.md, "Memory length"). When a
+        task evaluates (`sample(..., lag=...)`) it scores only positions at exactly this distance,
+        so L*, which is reported in these units, means the same thing for every task."""
+        return lag
 
     def __init__(self, cfg: TaskConfig):
         self.cfg = cfg

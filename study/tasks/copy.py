@@ -46,6 +46,9 @@ class Copy(Task):
     def default_seq_len(self, lag=None):
         return (lag or self.cfg.lag) + 2 * self.cfg.n_symbols + 1
 
+    def distance(self, lag):
+        return lag + self.cfg.n_symbols + 1       # every symbol, shown to recalled
+
     def sample(self, n, gen, lag=None, seq_len=None):
         c = self.cfg
         lags, T = self.lags_and_length(n, gen, lag, seq_len)

@@ -2,7 +2,8 @@
 Voelker, Kajic & Eliasmith 2019, `experiments/capacity.ipynb`, PAPERS.md section 2).
 
 One input channel u_t; the target at step t is u_{t-lag}; the last `n_scored` steps are scored
-(MSE). The LMU notebook scores five delays in linspace(0, theta, 5) over t >= theta; memscale
+(MSE). The input says nothing about which delay to reproduce, so `lag_dist` can only be `fixed`
+(as the LMU notebook trains each delay on its own); a spec asking for `uniform` is rejected. The LMU notebook scores five delays in linspace(0, theta, 5) over t >= theta; memscale
 scores one delay, `lag`, so the ladder sweeps it.
 
 The signal is a random sum of sinusoids below `cutoff` cycles per step:
@@ -17,6 +18,8 @@ Example (lag=2, n_scored=3, T=5):  u = .1 .8 -.3 .5 .2      y (scored) = . . .1 
 """
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 from pydantic import Field
 
@@ -25,6 +28,9 @@ from study.tasks.base import Batch, Task, TaskConfig
 
 
 class DelayConfig(TaskConfig):
+    # One input channel carries no cue of which delay to reproduce, so a sequence's delay must be
+    # the same in every sequence: the LMU capacity setup trains one fixed delay (uniform: exit 2).
+    lag_dist: Literal["fixed"] = "fixed"
     cutoff: float = Field(0.1, gt=0, le=0.5)     # band limit in cycles per step (Nyquist = 0.5)
     n_scored: int = Field(32, ge=1)              # steps at the end of each sequence that are scored
 

@@ -73,6 +73,9 @@ class Digits(Task):
     def default_seq_len(self, lag=None):
         return self.n_pixels + (lag or self.cfg.lag) + 1
 
+    def distance(self, lag):
+        return lag + 1        # from the last pixel to the read-out: the image is gone lag + 1 steps
+
     def sample(self, n, gen, lag=None, seq_len=None):
         P = self.n_pixels
         lags, T = self.lags_and_length(n, gen, lag, seq_len)

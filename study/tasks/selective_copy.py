@@ -8,8 +8,10 @@ Unlike copy, the symbols' positions are random, so a fixed delay line cannot sol
 
 To make `lag` an exact distance, the first symbol always opens the region: it is recalled
 exactly lag + n_symbols steps later (copy: lag + n_symbols + 1); the other n_symbols - 1 sit at
-sorted random positions in the rest of the region. Shorter lags in a uniform batch are left-padded
-with blanks, which are the noise token, as in the reference.
+sorted random positions in the rest of the region, closer. Training scores every recall;
+evaluation (`lag` given) scores only the first symbol's, so the score at a ladder lag measures
+the dependency at distance(lag) = lag + n_symbols and nothing closer. Shorter lags in a uniform
+batch are left-padded with blanks, which are the noise token, as in the reference.
 
 Baseline (same convention as copy): loss over scored steps only; symbols are uniform, so a
 memoryless model scores ln(alphabet). Chance accuracy 1/alphabet.
@@ -48,6 +50,9 @@ class SelectiveCopy(Task):
     def default_seq_len(self, lag=None):
         return (lag or self.cfg.lag) + 2 * self.cfg.n_symbols
 
+    def distance(self, lag):
+        return lag + self.cfg.n_symbols           # the first symbol: the only one at a fixed distance
+
     def sample(self, n, gen, lag=None, seq_len=None):
         c, m = self.cfg, self.cfg.n_symbols
         lags, T = self.lags_and_length(n, gen, lag, seq_len)
@@ -66,7 +71,9 @@ class SelectiveCopy(Task):
         y = torch.zeros(n, T, dtype=torch.long)
         y[:, T - m:] = symbols
         mask = torch.zeros(n, T, dtype=torch.bool)
-        mask[:, T - m:] = True
+        # training scores every recall; evaluation only the first symbol's, the one whose
+        # distance is exactly distance(lag) (the others sit closer, at random distances)
+        mask[:, T - m:] = True if lag is None else torch.arange(m) == 0
         return Batch(x, y, mask, lags)
 
     def baseline_loss(self):

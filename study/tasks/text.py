@@ -17,8 +17,8 @@ Memory: `sample(n, gen, lag=l)` gives n windows of exactly l characters from the
 scored at the last step only (the character after them), so the curve is the loss as a function
 of how much context precedes the predicted character. Target positions are drawn independently
 of l, so every ladder length scores the same characters and two lengths compare pairwise.
-L* (`memory_rule = "gain"`, study.memory) is the largest ladder length at which more context
-still lowers the loss by more than its 95% interval.
+L* (`memory_rule = "gain"`, study.memory) is the largest ladder length at which doubling the
+context still lowers the loss by at least `min_gain` nats/char, on the gain's 95% lower bound.
 
 Baseline: the unigram entropy of the training part (a model that ignores all context).
 
@@ -79,6 +79,10 @@ class TextConfig(TaskConfig):
     path: str | None = None                      # UTF-8 file or folder; None: Python's stdlib sources
     val_frac: float = Field(0.1, gt=0, lt=1)     # the last val_frac of the corpus validates
     eval_chars: int = Field(1024, ge=1)          # characters scored per ladder length
+    # effect size: a doubling of the context counts as memory only if it lowers the loss by at
+    # least this many nats/char (its 95% lower bound does), so more eval_chars narrow the
+    # interval instead of stretching L* to the longest context whose gain is merely nonzero
+    min_gain: float = Field(0.01, ge=0)
 
 
 @TASKS.register("text", TextConfig, "character-level language model; memory = loss vs preceding context",
@@ -90,6 +94,8 @@ class Text(Task):
     def __init__(self, cfg: TextConfig):
         super().__init__(cfg)
         self.ids, self.vocab = load_corpus(cfg.path)
+        self.min_gain = cfg.min_gain
+        self.max_eval_lag = len(self.ids) - 1     # a context and its target must fit in the corpus
         self.cut = int(len(self.ids) * (1 - cfg.val_frac))
         if self.cut < 2 or len(self.ids) - self.cut < 1:
             raise ValueError(f"text corpus too short to split at val_frac={cfg.val_frac}")
