@@ -1,6 +1,6 @@
 """Memory length L*: the evaluation ladder, normalised scores with 95% intervals, and L*.
 
-DESIGN.md, "Memory length": acc(l) is measured on sequences whose lag is exactly l, at the scored
+docs/design.md, "Dependency distance, reach, L* and censoring": acc(l) is measured on sequences whose lag is exactly l, at the scored
 positions whose dependency distance is `task.distance(l)` (the only ones a task marks when it
 evaluates); the score is (acc - chance) / (1 - chance) (regression: 1 - MSE/MSE_baseline). L* is
 the dependency distance of the largest ladder lag whose score's 95% lower bound is >= tau there

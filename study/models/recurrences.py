@@ -77,7 +77,7 @@ def _clipped_backward_py(gout: torch.Tensor, M: torch.Tensor, u: torch.Tensor, c
     return gp
 
 
-_clipped_backward = torch.jit.script(_clipped_backward_py)
+_clipped_backward = _script(_clipped_backward_py)
 
 
 class IndRNNScan(torch.autograd.Function):

@@ -1,4 +1,4 @@
-"""The interface every memory task implements (DESIGN.md, "Tasks" and "Memory length").
+"""The interface every memory task implements (docs/design.md, "Tasks" and "Memory length").
 
 A task plants a dependency `lag` steps back, generates batches deterministically from a
 torch.Generator, marks which positions are scored, and knows its chance level and the loss of
@@ -37,7 +37,7 @@ class Task:
     kind: Literal["classification", "regression"] = "classification"
     io: IO
     chance: float = 0.0
-    # How L* is read off the lag curve (study.memory.memory_length): "threshold" is DESIGN.md's
+    # How L* is read off the lag curve (study.memory.memory_length): "threshold" is docs/design.md's
     # score >= tau rule; "gain" (text) is the longest context that still lowers the loss.
     memory_rule: Literal["threshold", "gain"] = "threshold"
     min_gain: float = 0.0     # "gain" tasks: the smallest loss drop (nats/char) that counts as memory
@@ -45,7 +45,7 @@ class Task:
 
     def distance(self, lag: int) -> int:
         """The dependency distance measured at ladder lag `lag`: the steps from the planted
-        information to the scored position that needs it (DESIGN.md, "Memory length"). When a
+        information to the scored position that needs it (docs/design.md, "Memory length"). When a
         task evaluates (`sample(..., lag=...)`) it scores only positions at exactly this distance,
         so L*, which is reported in these units, means the same thing for every task."""
         return lag
