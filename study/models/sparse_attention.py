@@ -12,7 +12,8 @@ pattern differs. Causal, a query at t sees key j <= t when
   * global: j < g, the first g = global_blocks x b tokens (BigBird's ITC globals, sec. 2: here the
     first tokens, the only ones every causal query can see);
   * random: j lies in one of the r blocks drawn for t's block (BigBird sec. 2, "random attention"),
-    among the blocks entirely before its window and after the globals.
+    among the blocks entirely before its window and after the globals: one drawn uniformly in each
+    of r equal strata of those candidates, so they are distinct and the draw costs O(r) per block.
 The three parts are disjoint, so no key is counted twice. The random blocks depend only on (layer,
 query block): a fixed hash, so the pattern is the same at any T and in every call (BigBird fixes
 its random pattern too; here all heads share it).
@@ -58,15 +59,20 @@ def _hash01(layer: int, i: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
 
 
 def random_blocks(n: int, r: int, first: int, nw: int, layer: int, device=None):
-    """The r key blocks drawn for each of n query blocks: distinct, in [first, i - nw).
-    Returns idx (n, r') and ok (n, r'), r' = min(r, n); ok is False where a block had fewer
-    candidates than r (those entries are masked out)."""
+    """The r key blocks drawn for each of n query blocks, distinct, among the candidates
+    first .. i - nw - 1 of query block i: one block uniformly in each of r equal strata of the
+    candidates (O(n r), where BigBird samples r without replacement; distinct either way).
+    Returns idx and ok, both (n, r); ok is False where block i has fewer than r candidates
+    (it then takes all of them) and those entries are masked out."""
     i = torch.arange(n, device=device)[:, None]
-    k = torch.arange(n, device=device)[None, :]
-    valid = (k >= first) & (k < i - nw)
-    score = _hash01(layer, i, k).masked_fill(~valid, -1.0)
-    top = score.topk(min(r, n), dim=1)
-    return top.indices, top.values >= 0
+    j = torch.arange(r, device=device)[None, :]
+    c = (i - nw - first).clamp(min=0)                                  # candidates per query block
+    lo, hi = j * c // r, (j + 1) * c // r                              # stratum j: [lo, hi)
+    pick = first + lo + (_hash01(layer, i, j) * (hi - lo)).long()      # u < 1: inside the stratum
+    few = c < r
+    ok = torch.where(few, j < c, torch.ones_like(few))
+    idx = torch.where(few, first + j, pick)
+    return torch.where(ok, idx, 0), ok
 
 
 class Pattern:
@@ -79,7 +85,7 @@ class Pattern:
         self.g = min(cfg.global_blocks * b, self.n * b)
         self.nw = min(math.ceil((span - 1) / b), self.n - 1)
         self.idx, self.ok = random_blocks(self.n, cfg.random_blocks, -(-self.g // b), self.nw, layer, device)
-        self.keys = self.g + self.idx.shape[1] * b + (self.nw + 1) * b   # gathered per query
+        self.keys = self.g + cfg.random_blocks * b + (self.nw + 1) * b   # gathered per query
 
     @property
     def blocked(self) -> bool:
