@@ -8,14 +8,14 @@ inputs, however long the sequence. Each layer is a causal convolution followed b
 unit (GLU, paper eq. 1),
     h_l(X) = (X * W + b) ⊗ σ(X * V + c),
 inside a residual block, x_{l+1} = x_l + h_l(x_l) (paper sec. 3, "pre-activation residual block").
-W and V are one convolution with 2D output channels, weight-normalised (paper sec. 4.3,
-Salimans & Kingma 2016), as in fairseq's GLU convolutions.
+W and V are one convolution with 2D output channels, weight-normalised (the paper trains with
+weight normalisation, Salimans & Kingma 2016, and gradient clipping), as fairseq's GLU convolutions.
 
 `window` is the context (the receptive field): the L kernels are sized so that their stack covers
 exactly `window` steps (or seq_len when the window is full), 1 + sum_l (k_l - 1) = window, the spare
 width spread evenly over the layers (a kernel of width 1 is a position-wise GLU, which fairseq's
-WikiText-103 configuration also has). The paper's models see 20-40 tokens; its fig. 4 shows the
-gain from more context flattening past ~20 on WikiText-103. Not recurrent; state = what a streaming
+WikiText-103 configuration also has). The paper's models see a few tens of tokens; its context-size
+experiment shows the gain from more context flattening past ~20 tokens on WikiText-103. Not recurrent; state = what a streaming
 pass would buffer: each layer's last k_l - 1 inputs, sum_l (k_l - 1) x D floats.
 """
 from __future__ import annotations

@@ -1,5 +1,5 @@
-"""Layer-normalised LSTM (Ba, Kiros & Hinton 2016, "Layer Normalization", sec. 3.1 and the LSTM
-equations of their supplementary material).
+"""Layer-normalised LSTM (Ba, Kiros & Hinton 2016, "Layer Normalization": the layer-normalised
+LSTM of their experiments).
 
 Legend: B batch, T time steps, D d_model, L layers.
 

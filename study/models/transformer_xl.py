@@ -30,8 +30,8 @@ GTrXL (Parisotto et al. sec. 3): identity-map reordering (pre-norm, a ReLU on ea
 output) and a GRU-type gate in place of each residual connection,
     r = σ(W_r y + U_r x),  z = σ(W_z y + U_z x - b_g),  ĥ = tanh(W_g y + U_g (r ⊙ x)),
     g(x, y) = (1 - z) ⊙ x + z ⊙ ĥ,
-b_g = 2 initially, so each layer starts close to the identity (their sec. 3, "gated identity
-initialisation"). State: L x min(M, T) x D floats (hidden states, half a KV cache).
+b_g = 2 initially, so each layer starts close to the identity (Parisotto et al. found a positive b_g
+to speed up learning markedly). State: L x min(M, T) x D floats (hidden states, half a KV cache).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class TransformerXLConfig(TransformerConfig):
 
 
 class GTrXLConfig(TransformerConfig):
-    gate_bias: float = Field(2.0)           # b_g: Parisotto et al. found b_g > 0 (2) learns fastest
+    gate_bias: float = Field(2.0)           # b_g > 0: start near the identity map
 
 
 class GRUGate(nn.Module):
