@@ -211,7 +211,8 @@ def step_loop(m, x, state):
         h, c = state[0][k], state[1][k]
         out = []
         for t in range(h_in.shape[1]):
-            z = ln(h @ L.w_h.T, L.ln_h.weight, L.ln_h.bias) + ln(h_in[:, t] @ L.w_x.T, L.ln_x.weight, L.ln_x.bias) + L.bias
+            z = (ln(h @ L.w_h.T, L.ln_h.weight, L.ln_h.bias)
+                 + ln(h_in[:, t] @ L.w_x.T, L.ln_x.weight, L.ln_x.bias) + L.bias)
             f, i, o, g = z.chunk(4, -1)
             c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
             h = torch.sigmoid(o) * torch.tanh(ln(c, L.ln_c.weight, L.ln_c.bias))

@@ -3,11 +3,11 @@ with Gated Convolutional Networks"; reference code: fairseq's fconv_lm, read, no
 
 Legend: B batch, T time steps, D d_model, L = n_layers, k_l the kernel width of layer l.
 
-The feed-forward model with a fixed, finite context: every output sees only the last `context`
-inputs, however long the sequence. Each layer is a causal convolution followed by a gated linear
-unit (GLU, paper eq. 1),
+The feed-forward model with a fixed, finite context: every output sees only the last `window`
+inputs, however long the sequence. Each layer is a causal convolution followed by the paper's gated
+linear unit (GLU),
     h_l(X) = (X * W + b) ⊗ σ(X * V + c),
-inside a residual block, x_{l+1} = x_l + h_l(x_l) (paper sec. 3, "pre-activation residual block").
+inside a residual block, x_{l+1} = x_l + h_l(x_l) (the paper's pre-activation residual block).
 W and V are one convolution with 2D output channels, weight-normalised (the paper trains with
 weight normalisation, Salimans & Kingma 2016, and gradient clipping), as fairseq's GLU convolutions.
 
@@ -15,8 +15,9 @@ weight normalisation, Salimans & Kingma 2016, and gradient clipping), as fairseq
 exactly `window` steps (or seq_len when the window is full), 1 + sum_l (k_l - 1) = window, the spare
 width spread evenly over the layers (a kernel of width 1 is a position-wise GLU, which fairseq's
 WikiText-103 configuration also has). The paper's models see a few tens of tokens; its context-size
-experiment shows the gain from more context flattening past ~20 tokens on WikiText-103. Not recurrent; state = what a streaming
-pass would buffer: each layer's last k_l - 1 inputs, sum_l (k_l - 1) x D floats.
+experiment shows the gain from more context flattening past ~20 tokens on WikiText-103.
+Not recurrent; state = what a streaming pass would buffer: each layer's last k_l - 1 inputs,
+sum_l (k_l - 1) x D floats.
 """
 from __future__ import annotations
 
