@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 PALETTE = ["#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-           "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd"]
+           "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
+           "#e6550d", "#31a354", "#756bb1", "#636363", "#fd8d3c", "#9c9ede"]
 ORDER = ["rnn", "lstm", "gru", "stable_rnn", "stable_lstm", "indrnn", "lmu", "lmu_cell", "brc", "nbrc",
-         "transformer", "linear_transformer", "universal_transformer", "tova", "tcn", "ssm"]
+         "transformer", "linear_transformer", "universal_transformer", "tova", "tcn", "ssm",
+         "gated_conv", "wavenet", "sparse_attention", "transformer_xl", "gtrxl", "layernorm_lstm"]
 
 
 def color(arch: str) -> str:

@@ -1,7 +1,7 @@
 """Architecture registry: importing this package registers every family."""
 from study.models import (  # noqa: F401  (registration side effects)
-    brc, indrnn, linear_attention, lmu, lmu_cell, rnn, ssm, stable, tcn, tova, transformer,
-    universal_transformer)
+    brc, gated_conv, indrnn, layernorm_lstm, linear_attention, lmu, lmu_cell, rnn, sparse_attention, ssm,
+    stable, tcn, tova, transformer, transformer_xl, universal_transformer, wavenet)
 from study.models.base import ModelConfig, SequenceModel, detach_state
 from study.registry import IO, MODELS
 
