@@ -28,15 +28,15 @@ def rand(*shape, seed=0, grad=True):
 
 
 def measured_reach(m, T: int) -> int:
-    """1 + the last output step that a change of the input at step 0 alters (float64, exact zeros
-    elsewhere): the receptive field seen from step 0."""
+    """The last output step that a change of the input at step 0 alters (float64, exact zeros
+    elsewhere): the longest dependency distance seen from step 0, reach's unit."""
     x = rand(1, T, FEATURES.d_in, seed=3, grad=False)
     x2 = x.clone()
     x2[:, 0] += 1.0
     with torch.no_grad():
         diff = (m(x)[0] - m(x2)[0]).abs().amax(-1)[0]          # (T,)
     changed = (diff > 0).nonzero().flatten()
-    return int(changed.max()) + 1
+    return int(changed.max())
 
 
 def test_every_new_family_reports_reach_with_the_agreed_signature():
@@ -51,10 +51,10 @@ def test_every_new_family_reports_reach_with_the_agreed_signature():
 def test_gated_conv_context_is_exactly_the_window(n_layers, window):
     T = 40
     m = make("gated_conv", io=FEATURES, seq_len=T, window=window, n_layers=n_layers)
-    want = window or T
+    want = (window or T) - 1
     assert m.reach(T, window) == want
     assert measured_reach(m, T) == want
-    assert m.state_size(T, window) == (want - 1) * 8
+    assert m.state_size(T, window) == want * 8
     assert gated_conv.kernel_widths(4, 25) == [7, 7, 7, 7]   # Dauphin et al.'s 25-token context
 
 
@@ -66,7 +66,7 @@ def test_wavenet_receptive_field_formula_equals_the_impulse_response(stacks, win
     m = make("wavenet", io=FEATURES, seq_len=T, window=window, stacks=stacks)
     span = window or T
     L = m.levels
-    assert m.reach(T, window) == 2 + stacks * (2 ** L - 1) >= span               # the paper's field
+    assert m.reach(T, window) + 1 == 2 + stacks * (2 ** L - 1) >= span           # the paper's field
     assert L == 1 or wavenet.receptive_field(stacks, L - 1) < span               # and the smallest
     assert measured_reach(m, 4 * T) == m.reach(T, window)
 
@@ -139,9 +139,9 @@ def test_sparse_attention_blocked_flops_match_the_counter():
 def test_sparse_attention_reach():
     T = 60
     bounded = make("sparse_attention", io=FEATURES, seq_len=T, window=4, n_layers=2, global_blocks=0, random_blocks=0)
-    assert bounded.reach(T, 4) == 2 * 3 + 1 == measured_reach(bounded, T)
+    assert bounded.reach(T, 4) == 2 * 3 == measured_reach(bounded, T)
     globs = make("sparse_attention", io=FEATURES, seq_len=T, window=4, n_layers=2, block=4, random_blocks=0)
-    assert globs.reach(T, 4) is None and measured_reach(globs, T) == T   # step 0 is a global token
+    assert globs.reach(T, 4) is None and measured_reach(globs, T) == T - 1   # step 0 is a global token
     assert make("sparse_attention", window=4, global_blocks=0).reach(T, 4) is None   # random blocks
 
 
@@ -182,7 +182,7 @@ def test_segment_recurrence_equals_one_long_pass_with_the_band_mask(arch, window
 @pytest.mark.parametrize("arch", ["transformer_xl", "gtrxl"])
 def test_transformer_xl_reach_is_layers_times_memory(arch):
     m = make(arch, io=FEATURES, seq_len=40, window=4, n_layers=3)
-    assert m.reach(40, 4) == 3 * 3 + 1 == measured_reach(m, 40)
+    assert m.reach(40, 4) == 3 * 3 == measured_reach(m, 40)
     assert m.reach(40, None) is None
 
 
@@ -241,4 +241,4 @@ def test_layernorm_lstm_equals_the_step_loop_values_and_gradients():
 
 def test_layernorm_lstm_reach_is_the_tbptt_window():
     m = make("layernorm_lstm")
-    assert m.reach(100, 8) == 8 and m.reach(100, None) is None and m.reach(100, 100) is None
+    assert m.reach(100, 8) == 7 and m.reach(100, None) is None and m.reach(100, 100) is None

@@ -66,11 +66,11 @@ class GatedConv(SequenceModel):
         return self.layers(h.transpose(1, 2)).transpose(1, 2), None   # (B, T, D) <-> (B, D, T)
 
     def reach(self, seq_len: int, window: int | None) -> int | None:
-        # the receptive field: exactly the context the kernels were sized for
-        return 1 + sum(k - 1 for k in kernel_widths(self.cfg.n_layers, window or seq_len))
+        # the longest distance a step sees: the context the kernels were sized for, minus the step itself
+        return sum(k - 1 for k in kernel_widths(self.cfg.n_layers, window or seq_len))
 
     def state_size(self, seq_len, window):
-        return (self.reach(seq_len, window) - 1) * self.cfg.d_model
+        return self.reach(seq_len, window) * self.cfg.d_model
 
     def core_flops(self, seq_len, window):
         d = self.cfg.d_model

@@ -88,7 +88,7 @@ class LayerNormLSTM(SequenceModel):
 
     def reach(self, seq_len: int, window: int | None) -> int | None:
         # how far back the training signal reaches: the TBPTT chunk (None: the whole sequence)
-        return None if window is None or window >= seq_len else window
+        return None if window is None or window >= seq_len else window - 1
 
     def state_size(self, seq_len, window):
         return 2 * self.cfg.n_layers * self.cfg.d_model

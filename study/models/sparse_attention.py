@@ -145,10 +145,10 @@ class SparseAttention(Transformer):
 
     def reach(self, seq_len: int, window: int | None) -> int | None:
         # Unbounded (None) with global tokens (every query sees step 0) or random blocks (any
-        # earlier block may be drawn); with neither, L stacked windows: L (span - 1) + 1 steps.
+        # earlier block may be drawn); with neither, L stacked windows see L (span - 1) steps back.
         if self.cfg.global_blocks or self.cfg.random_blocks:
             return None
-        return self.cfg.n_layers * (span_of(window, self.cfg.block) - 1) + 1
+        return self.cfg.n_layers * (span_of(window, self.cfg.block) - 1)
 
     def state_size(self, seq_len, window):
         # keys and values of every earlier token a query may attend: all of them once random blocks

@@ -114,8 +114,8 @@ class TransformerXL(Transformer):
         return self.ln(h), {"mem": mems, "pos": pos + T}
 
     def reach(self, seq_len: int, window: int | None) -> int | None:
-        # n_layers x memory length, plus the query itself; unbounded when the cache keeps everything
-        return None if window is None else self.cfg.n_layers * (window - 1) + 1
+        # n_layers x memory length (window - 1 cached steps a layer); unbounded when the cache keeps everything
+        return None if window is None else self.cfg.n_layers * (window - 1)
 
     def state_size(self, seq_len, window):
         mem = seq_len if window is None else min(window - 1, seq_len)

@@ -82,7 +82,8 @@ class WaveNet(SequenceModel):
         return F.relu(self.post(F.relu(skips))).transpose(1, 2), None
 
     def reach(self, seq_len: int, window: int | None) -> int | None:
-        return receptive_field(self.cfg.stacks, levels_for(self.cfg.stacks, window or seq_len, self.cfg.n_layers))
+        # the longest distance a step sees: the receptive field minus the step itself
+        return receptive_field(self.cfg.stacks, levels_for(self.cfg.stacks, window or seq_len, self.cfg.n_layers)) - 1
 
     def state_size(self, seq_len, window):
         levels = levels_for(self.cfg.stacks, window or seq_len, self.cfg.n_layers)
