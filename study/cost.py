@@ -281,18 +281,22 @@ def report_lines(spec: Spec, costs: list[CellCost], rates: Rates, price_gpu: flo
         out.append("  (FLOPs and time are upper bounds: ASHA stops weak trials early)")
     capped = {w_: sum(c.trials for c in costs if getattr(c, w_).capped) for w_ in ("low", "mid", "high")}
     if capped["high"]:
-        out.append(f"  (max_wall_s={spec.budget.max_wall_s:g} stops {capped['low']}..{capped['high']} "
-                   f"[{capped['mid']}] trials early: their time is the cap plus one evaluation, their FLOPs are "
-                   f"what the budget asks, more than they will reach)")
+        n = (str(capped["mid"]) if capped["low"] == capped["high"]
+             else f"{capped['low']}..{capped['high']} [{capped['mid']}]")
+        out.append(f"  (max_wall_s={spec.budget.max_wall_s:g} stops {n} trials early: their time is the cap plus "
+                   f"one evaluation, their FLOPs what the budget asks, more than they will reach)")
     # GPU trials' CPUs come with their GPU node: CPU-hours count trials without a GPU
     hours = {w_: {"gpu": sum(c.trials * getattr(c, w_).seconds * getattr(c, w_).gpu for c in costs) / 3600,
                   "cpu": sum(c.trials * getattr(c, w_).seconds * getattr(c, w_).cpu for c in costs
                              if getattr(c, w_).gpu == 0) / 3600}
              for w_ in ("low", "mid", "high")}
 
+    def h(x: float) -> str:
+        return f"{x:,.0f}" if x >= 100 else f"{x:.3g}"
+
     def hspan(k):
         lo, mid, hi = (hours[w_][k] for w_ in ("low", "mid", "high"))
-        return f"{mid:.3g}" if f"{lo:.3g}" == f"{hi:.3g}" else f"{lo:.3g}..{hi:.3g} [{mid:.3g}]"
+        return h(mid) if h(lo) == h(hi) else f"{h(lo)}..{h(hi)} [{h(mid)}]"
 
     out.append(f"resources: {hspan('gpu')} GPU-hours, {hspan('cpu')} CPU-hours "
                "(trial time x the GPUs each trial asks for; x the CPUs of trials without a GPU)")
@@ -319,9 +323,10 @@ def report_lines(spec: Spec, costs: list[CellCost], rates: Rates, price_gpu: flo
         out.append(f"not calibrated: {', '.join(missing)} ({where}); their time is FLOPs / "
                    f"({rates.mfu:g} MFU x peak {eng(rates.peak['cuda'])} FLOP/s per GPU, "
                    f"{eng(rates.peak['cpu'])} FLOP/s per CPU core)")
-    out.append("  (a trial sharing a GPU is assumed to run as fast as alone; evaluation runs at the training rate)")
-    cpus, gpus = machine()
     gpu_cells = [c for c in costs if c.mid.gpu > 0]
+    out.append("  (evaluation is assumed to run at the training rate"
+               + ("; a trial sharing a GPU as fast as alone)" if gpu_cells else ")"))
+    cpus, gpus = machine()
     if not gpu_cells:
         slots = max(1, int(cpus // max(c.mid.cpu for c in costs))) if costs else 1
         if spec.max_concurrent:

@@ -9,15 +9,15 @@ Every test points XDG_CACHE_HOME at a temporary folder: the user's real cache is
 """
 from __future__ import annotations
 
+import csv
 import json
-import math
 
 import pyarrow.parquet as pq
 import pytest
 
 from study import cost
 from study.calibrate import Calibration, CalibrationError, default_path, load
-from study.config import Budget, cells, given_values, parse_spec
+from study.config import cells, given_values, parse_spec
 from study.models import build_model
 from study.registry import IO, MODELS
 from study.train import train
@@ -259,5 +259,11 @@ def test_real_sweep_records_what_the_preview_said_and_report_compares(tmp_path):
     page = (folder / "report" / "report.html").read_text()
     assert "Predicted vs measured time" in page and 'id="prediction"' in page
     assert (folder / "report" / "predicted_vs_measured.png").stat().st_size > 1000
-    lines = (folder / "report" / "prediction.csv").read_text().splitlines()
-    assert len(lines) == 5 and all(math.isfinite(float(x)) for x in lines[1].split(",")[4:])
+    with open(folder / "report" / "prediction.csv") as f:
+        got = list(csv.DictReader(f))
+    assert len(got) == 4 and {g["source"] for g in got} == {"fallback"}
+    for g in got:       # the report's prediction is the preview's, at the trial's own d_model
+        row = next(r for r in rows if r["trial_id"] == g["trial_id"])
+        want = next(t for t in (previews[row["cell"]].low, previews[row["cell"]].high) if t.values["d_model"] == row["d_model"])
+        assert float(g["predicted_s"]) == pytest.approx(want.seconds)
+        assert float(g["measured_train_s"]) == pytest.approx(row["wall_s"]) and float(g["measured_s"]) >= row["wall_s"]
