@@ -76,16 +76,23 @@ class TrialCost:
         return self.train_s + self.eval_s
 
 
+SMALL_MODEL = 1024      # d_model x n_layers up to which a model is cheaper to build for real
+
+
 @functools.lru_cache(maxsize=4096)
 def _model_counts(arch: str, model_cfg, io, seq_len: int, window: int | None,
                   eval_lens: tuple[int, ...]) -> tuple[float, tuple[float, ...], int, int]:
-    """(train flops/token, flops/token at each evaluation length, params, state size). The model
-    is built on the meta device (no memory, no init); a family that cannot be built there is
-    built for real."""
-    try:
-        with torch.device("meta"):
-            m = build_model(arch, model_cfg, io, seq_len, window)
-    except Exception:                           # noqa: BLE001 - e.g. an init that reads values
+    """(train flops/token, flops/token at each evaluation length, params, state size). A large
+    model is built on the meta device (no memory, no init); a small one, or a family that cannot
+    be built there, for real (the meta device's first use costs seconds of imports)."""
+    m = None
+    if model_cfg.d_model * model_cfg.n_layers > SMALL_MODEL:
+        try:
+            with torch.device("meta"):
+                m = build_model(arch, model_cfg, io, seq_len, window)
+        except Exception:                       # noqa: BLE001 - e.g. an init that reads values
+            m = None
+    if m is None:
         m = build_model(arch, model_cfg, io, seq_len, window)
     return (float(m.flops_per_token(seq_len, window)),
             tuple(float(m.flops_per_token(t, window)) for t in eval_lens),
