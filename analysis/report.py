@@ -12,7 +12,7 @@ from pathlib import Path
 
 from analysis import fit
 from analysis.db import fmt_value, query_names, question, snapshot
-from analysis.figures import cost_vs_seq_len, lag_curves, memory_vs_compute, pareto, score_heatmap
+from analysis.figures import cost_vs_seq_len, lag_curves, memory_vs_compute, pareto, prediction, score_heatmap
 from study.results import Store
 
 HTML_ROWS = 50          # rows of each table shown inline; the CSV has all of them
@@ -122,6 +122,11 @@ def write_report(study_dir: str, spec, n_boot: int = fit.N_BOOT, seed: int = 0,
         figures.append((paths(), name, caption))
         lap(f"figure {name}")
     figure_html = "\n".join(_figure(p, name, cap) for p, name, cap in figures if p)
+    pred = prediction.compare(con, store, spec, out)        # None: no prediction.json in the folder
+    pred_html = "" if pred is None else (
+        f"<h2>Predicted vs measured time</h2><p>{html.escape(prediction.NOTE)}</p>"
+        + _table(prediction.COLUMNS, pred.table, "prediction") + _figure(pred.paths, prediction.NAME, prediction.CAPTION))
+    lap("prediction")
 
     cols = [c for c in TRIAL_COLUMNS if c in {d[0] for d in con.execute("DESCRIBE trials").fetchall()}]
     col_sql = ", ".join(f'"{c}"' for c in cols)
@@ -166,6 +171,7 @@ stay on the frontier but are left out of the memory fits, as the note column say
 {fit_table}
 <h2>Figures</h2>
 {figure_html}
+{pred_html}
 <h2>Questions</h2>
 <p class="note">One SQL file per question in analysis/queries; each is also a view in study.duckdb.</p>
 {"".join(sections)}

@@ -46,11 +46,14 @@ def cmd_run(a) -> int:
     text = Path(a.spec).read_text()
     grid = cells(spec)
     n = len(grid) * spec.trials_per_cell * len(spec.seeds)
+    from study import cost
+    rates = cost.rates_from_args(a)      # a malformed calibration file stops here, nothing written
     if a.dry_run:
         print(f"study {spec.study}: {len(grid)} cells x {spec.trials_per_cell} trials x "
               f"{len(spec.seeds)} seeds = {n} trials")
         for c in grid:
             print(f"  {c.id}  {c.label}")
+        cost.print_preview(spec, rates, a)
         return 0
     path = study_dir_of(a.results, spec.study)
     store = Store(path)
@@ -72,6 +75,7 @@ def cmd_run(a) -> int:
         raise UsageError(f"{path}: exists and is not a memscale study folder; choose another --results")
     check_trackers(spec.log, store.local)        # a tracker that cannot run: exit 2, nothing written
     store.write_bytes(text.encode(), "spec.yaml")
+    cost.store_prediction(spec, store, rates)   # for `study report`: predicted vs measured time
     from study.sweep import run_study
     return run_study(spec, store, a.address)
 
@@ -158,7 +162,12 @@ def parser() -> Parser:
     r.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
     r.add_argument("--dry-run", action="store_true", help="validate and print the cells and trial count")
     r.add_argument("--force-new", action="store_true", help="move an existing study folder aside and start again")
+    from study import calibrate, cost
+    cost.add_arguments(r)
     r.set_defaults(fn=cmd_run)
+    s = sub.add_parser("calibrate", help="measure training throughput per arch on this machine (for --dry-run)")
+    calibrate.add_arguments(s)
+    s.set_defaults(fn=calibrate.cmd_calibrate)
     s = sub.add_parser("resume", help="continue a study after a crash or a stop")
     s.add_argument("dir")
     s.add_argument("--address", default=None)
