@@ -176,7 +176,8 @@ cd "$ROOT"
 provider_type() {
   awk '/^provider:/ {p = 1; next} p && /^[^ #]/ {p = 0} p && $1 == "type:" {print $2; exit}' "$CONFIG"
 }
-REMOTE_PORT=$(grep -o -- '--dashboard-port[= ][0-9][0-9]*' "$CONFIG" 2>/dev/null | head -n 1 | grep -o '[0-9][0-9]*$' || true)
+REMOTE_PORT=$(grep -v '^[[:space:]]*#' "$CONFIG" | grep -o -- '--dashboard-port[= ][0-9][0-9]*' | head -n 1 |
+  grep -o '[0-9][0-9]*$' || true)
 REMOTE_PORT=${REMOTE_PORT:-8265}
 
 # "USER KEY IP" for each worker of a local-provider config (KEY "-" when the config names none),
@@ -208,7 +209,7 @@ stop_local_workers() {
     [ -n "$ip" ] || continue
     local id=()
     [ "$key" = - ] || id=(-i "$key")
-    run ssh -n "${id[@]}" -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+    run ssh -n ${id[@]+"${id[@]}"} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
       -o IdentitiesOnly=yes -o ConnectTimeout=30 "$user@$ip" \
       "bash --login -c -i 'source ~/.bashrc; ray stop'" || note "warning: ray stop on $ip failed"
   done <<<"$workers"
