@@ -4,8 +4,9 @@
 # `--dry-run` prints every command instead of running it. See docs/cluster.md.
 #
 # Security: the Ray job server is never exposed. `submit`, `resume` and `logs` open an SSH
-# port-forward with `ray dashboard CONFIG` (127.0.0.1:PORT here -> 127.0.0.1:8265 on the head),
-# talk to http://127.0.0.1:PORT, and close the forward when they exit.
+# port-forward with `ray dashboard CONFIG` (127.0.0.1:PORT here -> the head's 127.0.0.1:8265, or
+# the --dashboard-port its `ray start --head` sets), talk to http://127.0.0.1:PORT, and close the
+# forward when they exit.
 set -euo pipefail
 
 PROG=$(basename "$0")
@@ -170,8 +171,53 @@ else
 fi
 cd "$ROOT"
 
+# Read from the config: the provider's type, and the head's dashboard port if its `ray start`
+# sets one (the forward must reach that port, not Ray's default 8265).
+provider_type() {
+  awk '/^provider:/ {p = 1; next} p && /^[^ #]/ {p = 0} p && $1 == "type:" {print $2; exit}' "$CONFIG"
+}
+REMOTE_PORT=$(grep -v '^[[:space:]]*#' "$CONFIG" | grep -o -- '--dashboard-port[= ][0-9][0-9]*' | head -n 1 |
+  grep -o '[0-9][0-9]*$' || true)
+REMOTE_PORT=${REMOTE_PORT:-8265}
+
+# "USER KEY IP" for each worker of a local-provider config (KEY "-" when the config names none),
+# read with the Python next to `ray` (its venv has PyYAML), else python3.
+local_workers() {
+  local py ray_bin
+  ray_bin=$(command -v ray 2>/dev/null || true)
+  for py in ${ray_bin:+"$(dirname "$ray_bin")/python3"} python3 ""; do
+    if [ -n "$py" ] && "$py" -c 'import yaml' 2>/dev/null; then break; fi
+  done
+  [ -n "$py" ] || die "cannot read the worker IPs from $CONFIG: no python3 with PyYAML (activate ray's venv)"
+  "$py" - "$CONFIG" <<'PY' || die "cannot read the worker IPs from $CONFIG"
+import os, sys, yaml
+cfg = yaml.safe_load(open(sys.argv[1]))
+auth = cfg.get("auth") or {}
+key = os.path.expanduser(auth.get("ssh_private_key") or "-")
+for ip in (cfg.get("provider") or {}).get("worker_ips") or []:
+    print(auth["ssh_user"], key, ip)
+PY
+}
+
+# `ray down` on a local-provider cluster stops Ray on the head only: the workers' Ray processes
+# would run on. Stop them over SSH too, in the login shell Ray's own node commands use (it reads
+# ~/.bashrc, where the setup commands put the venv), after the head so nothing restarts them.
+stop_local_workers() {
+  local user key ip workers
+  workers=$(local_workers)
+  while read -r user key ip; do
+    [ -n "$ip" ] || continue
+    local id=()
+    [ "$key" = - ] || id=(-i "$key")
+    run ssh -n ${id[@]+"${id[@]}"} -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
+      -o IdentitiesOnly=yes -o ConnectTimeout=30 "$user@$ip" \
+      "bash --login -c -i 'source ~/.bashrc; ray stop'" || note "warning: ray stop on $ip failed"
+  done <<<"$workers"
+}
+
 DASHBOARD="http://127.0.0.1:$PORT"
 FWD_PID=""
+FWD_DIR=""
 FWD_LOG=""
 
 stop_forward() {
@@ -181,14 +227,14 @@ stop_forward() {
     wait "$FWD_PID" 2>/dev/null || true
     FWD_PID=""
   fi
-  if [ -n "$FWD_LOG" ]; then rm -f "$FWD_LOG"; FWD_LOG=""; fi
+  if [ -n "$FWD_DIR" ]; then rm -rf "$FWD_DIR"; FWD_DIR=""; fi
 }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null; }
 
 start_forward() {
   if [ "$DRY_RUN" -eq 1 ]; then
-    printf '%s &\n' "$(quote ray dashboard --port "$PORT" "$CONFIG")"
+    printf '%s &\n' "$(quote ray dashboard --port "$PORT" --remote-port "$REMOTE_PORT" "$CONFIG")"
     echo "# wait until $DASHBOARD answers"
     return
   fi
@@ -196,12 +242,20 @@ start_forward() {
     die "something already listens on 127.0.0.1:$PORT (a local Ray, or another forward);
   pick a free local port with --port N"
   fi
-  FWD_LOG=$(mktemp "${TMPDIR:-/tmp}/memscale-forward.XXXXXX")
+  FWD_DIR=$(mktemp -d "${TMPDIR:-/tmp}/memscale-forward.XXXXXX")
   trap stop_forward EXIT
   trap 'exit 130' INT
   trap 'exit 143' TERM
+  # Ray's ssh shares one connection per host (ControlMaster=auto, ControlPersist=10s): the forward
+  # would live in that background master, not in the process we stop, and keep the port (and the
+  # job server) open for half a minute after we exit. An `ssh` first on the PATH of the forward
+  # gives it a connection of its own (ssh keeps the first value of each option).
+  mkdir "$FWD_DIR/bin"
+  printf '#!/bin/sh\nexec "%s" -o ControlMaster=no -o ControlPath=none "$@"\n' "$(command -v ssh)" >"$FWD_DIR/bin/ssh"
+  chmod +x "$FWD_DIR/bin/ssh"
+  FWD_LOG="$FWD_DIR/forward.log"
   set -m
-  ray dashboard --port "$PORT" "$CONFIG" >"$FWD_LOG" 2>&1 &
+  PATH="$FWD_DIR/bin:$PATH" ray dashboard --port "$PORT" --remote-port "$REMOTE_PORT" "$CONFIG" >"$FWD_LOG" 2>&1 &
   FWD_PID=$!
   set +m
   note "port-forward to the head's dashboard: $DASHBOARD (pid $FWD_PID)"
@@ -247,10 +301,17 @@ submit_job() {  # $1: job id, rest: the entrypoint
 
 case "$COMMAND" in
   up)
-    run ray up -y "$CONFIG"
+    if [ "$(provider_type)" = local ] && [ -z "${RAY_UP_enable_autoscaler_v2:-}" ]; then
+      # Since Ray 2.50 `ray up` starts autoscaler v2, which does not support the local provider
+      # (ray-project/ray#57153): the head comes up and the workers never join.
+      run env RAY_UP_enable_autoscaler_v2=0 ray up -y "$CONFIG"
+    else
+      run ray up -y "$CONFIG"
+    fi
     ;;
   down)
     run ray down -y "$CONFIG"
+    if [ "$(provider_type)" = local ]; then stop_local_workers; fi
     ;;
   status)
     run ray exec "$CONFIG" "ray status"

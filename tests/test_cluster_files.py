@@ -134,7 +134,7 @@ def test_dry_run_submit_prints_forward_submit_and_follow():
     assert r.returncode == 0, r.stderr
     cmds = commands(r.stdout)
     assert cmds[0] == ["cd", str(ROOT)]
-    assert cmds[1] == ["ray", "dashboard", "--port", "8265", "cluster.yaml", "&"]
+    assert cmds[1] == ["ray", "dashboard", "--port", "8265", "--remote-port", "8265", "cluster.yaml", "&"]
     submit = cmds[2]
     assert submit[:3] == ["ray", "job", "submit"]
     sep = submit.index("--")
@@ -150,13 +150,38 @@ def test_dry_run_submit_prints_forward_submit_and_follow():
     assert len(cmds) == 5
 
 
+def test_dry_run_onprem_up_uses_autoscaler_v1_and_down_stops_every_worker():
+    # autoscaler v2 (ray up's default since Ray 2.50) does not run the local provider's workers,
+    # and `ray down` stops Ray on the head only
+    r = launch("--dry-run", "--config", "cluster.onprem.yaml", "up")
+    assert commands(r.stdout)[1] == ["env", "RAY_UP_enable_autoscaler_v2=0", "ray", "up", "-y", "cluster.onprem.yaml"]
+    r = launch("--dry-run", "--config", "cluster.onprem.yaml", "down")
+    cmds = commands(r.stdout)
+    assert cmds[1] == ["ray", "down", "-y", "cluster.onprem.yaml"]
+    cfg = load(ONPREM)
+    key = os.path.expanduser(cfg["auth"]["ssh_private_key"])
+    assert [c[-2] for c in cmds[2:]] == [f"{cfg['auth']['ssh_user']}@{ip}" for ip in cfg["provider"]["worker_ips"]]
+    for c in cmds[2:]:
+        assert c[:4] == ["ssh", "-n", "-i", key]
+        assert c[-1] == "bash --login -c -i 'source ~/.bashrc; ray stop'"
+
+
+def test_dry_run_forward_reaches_the_dashboard_port_the_config_sets(tmp_path):
+    cfg = load(ONPREM)
+    cfg["head_start_ray_commands"][-1] += " --dashboard-port=18300"
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = launch("--dry-run", "--config", str(path), "logs")
+    assert commands(r.stdout)[1] == ["ray", "dashboard", "--port", "8265", "--remote-port", "18300", str(path), "&"]
+
+
 def test_dry_run_options_anywhere_other_config_and_port(tmp_path):
     spec = str(ROOT / SPEC)             # an absolute path inside the checkout, called from elsewhere
     r = launch("submit", spec, "--results=gs://b/p", "--config", str(ONPREM), "--port", "18265",
                "--no-follow", "--dry-run", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     cmds = commands(r.stdout)
-    assert cmds[1] == ["ray", "dashboard", "--port", "18265", "cluster.onprem.yaml", "&"]
+    assert cmds[1] == ["ray", "dashboard", "--port", "18265", "--remote-port", "8265", "cluster.onprem.yaml", "&"]
     assert cmds[2][-8:] == ["--", "study", "run", SPEC, "--address", "auto", "--results", "gs://b/p"]
     assert "http://127.0.0.1:18265" in cmds[2]
     assert len(cmds) == 3                               # --no-follow: no logs/status
@@ -247,13 +272,15 @@ def test_spec_outside_the_checkout_is_refused(tmp_path):
 
 FAKE_RAY = """\
 #!{python}
-import os, socket, sys
+import os, shutil, socket, sys
 args = sys.argv[1:]
 with open(os.environ["FAKE_RAY_LOG"], "a") as f:
     f.write(" ".join(args) + "\\n")
 if args[:1] == ["--version"]:
     print("ray, version 2.60.0")
 elif args[:1] == ["dashboard"]:          # stands in for the SSH port-forward
+    with open(os.environ["FAKE_RAY_LOG"] + ".ssh", "w") as f:
+        f.write(open(shutil.which("ssh")).read() if shutil.which("ssh") else "")
     s = socket.socket()
     s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     s.bind(("127.0.0.1", int(args[args.index("--port") + 1])))
@@ -300,7 +327,9 @@ def test_submit_runs_forward_then_job_and_always_closes_the_forward(fake_ray, fa
     calls = log.read_text().splitlines()
     dash = f"http://127.0.0.1:{port}"
     assert calls[0] == "--version"
-    assert calls[1] == f"dashboard --port {port} cluster.yaml"
+    assert calls[1] == f"dashboard --port {port} --remote-port 8265 cluster.yaml"
+    # the forward gets an SSH connection of its own, not Ray's shared master that would outlive it
+    assert "-o ControlMaster=no -o ControlPath=none" in Path(f"{log}.ssh").read_text()
     assert calls[2].startswith(f"job submit --address {dash} --working-dir . --submission-id ")
     assert calls[2].endswith(f"--no-wait -- study run {SPEC} --address auto --results {URI}")
     assert calls[3].startswith(f"job logs --address {dash} --follow memscale-smoke-")
