@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pyarrow.fs import FileSelector
 
-from study.config import SpecError, UsageError, cells, load_spec, parse_spec, spec_fingerprint
+from study.config import SpecError, UsageError, cells, parse_spec, read_spec_text, spec_fingerprint
 
 
 class Parser(argparse.ArgumentParser):
@@ -23,26 +23,40 @@ class Parser(argparse.ArgumentParser):
 
 
 def study_dir_of(root: str, name: str) -> str:
+    """ROOT/<study>. The name is a plain folder name (config.STUDY_NAME), so this never leaves ROOT."""
+    if not root.strip():
+        raise UsageError("study run: --results: empty path (give a folder or a URI)")
+    if "://" not in root:
+        p = Path(root)
+        if p.exists() and not p.is_dir():
+            raise UsageError(f"{root}: --results is a file, not a folder")
     return f"{root.rstrip('/')}/{name}"
 
 
 def open_study(path: str):
     """A results folder -> (Store, Spec), or UsageError when it is not one."""
     from study.results import Store
+    if not path.strip():
+        raise UsageError("study: DIR: empty path (give a study folder)")
+    if "://" not in path and Path(path).exists() and not Path(path).is_dir():
+        raise UsageError(f"{path}: a file, not a study folder")
     store = Store(path)
     text = store.read_bytes("spec.yaml")
     if text is None:
         raise UsageError(f"{path}: not a study folder (no spec.yaml); run `study run SPEC` first")
     try:
-        return store, parse_spec(text.decode(), f"{path}/spec.yaml")
+        # validated in full when it was run; an older memscale's spec still opens
+        return store, parse_spec(text.decode("utf-8"), f"{path}/spec.yaml", check_values=False)
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}/spec.yaml: not UTF-8 text") from None
     except SpecError as e:
         raise UsageError(str(e)) from None
 
 
 def cmd_run(a) -> int:
     from study.results import Store
-    spec = load_spec(a.spec)
-    text = Path(a.spec).read_text()
+    text = read_spec_text(a.spec)
+    spec = parse_spec(text, a.spec)
     grid = cells(spec)
     n = len(grid) * spec.trials_per_cell * len(spec.seeds)
     if a.dry_run:
@@ -63,6 +77,8 @@ def cmd_run(a) -> int:
                              f"resume it, or pass --force-new to move it aside and start again")
         if not store.local:
             raise UsageError(f"{path}: --force-new cannot move a remote folder; delete it yourself")
+        if Path(store.path).resolve() == Path(a.results).resolve():   # never move the results root
+            raise UsageError(f"{path}: is the results folder itself; refusing --force-new")
         aside = f"{store.path}.old-{time.strftime('%Y%m%d-%H%M%S')}"
         shutil.move(store.path, aside)
         print(f"moved the old study to {aside}", file=sys.stderr)
@@ -116,7 +132,7 @@ def cmd_sql(a) -> int:
     if a.query is None:
         print(describe(store.uri))
         return 0
-    print_result(run_query(store.uri, a.query), a.format)
+    print_result(run_query(store.uri, a.query, write=a.write), a.format)
     return 0
 
 
@@ -162,6 +178,9 @@ def parser() -> Parser:
     s.add_argument("dir")
     s.add_argument("query", nargs="?", help="SQL text or the name of a file in analysis/queries")
     s.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    s.add_argument("--write", action="store_true",
+                   help="let the SQL write files and load extensions (COPY ... TO, ATTACH, INSTALL); "
+                        "by default it may only read this study's tables")
     s.set_defaults(fn=cmd_sql)
     s = sub.add_parser("report", help="write figures and report.html")
     s.add_argument("dir")
