@@ -195,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         a = parser().parse_args(argv)
         return a.fn(a)
     except (SpecError, UsageError) as e:
-        print(str(e), file=sys.stderr)
+        print(" ".join(str(e).split("\n")), file=sys.stderr)      # the contract: one line
         return 2
     except BrokenPipeError:         # `study sql ... | head`
         return 0

@@ -203,6 +203,12 @@ class Dist:
         return [lo + i * k for i in range(half)] + [lo + (n - half + i) * k for i in range(half)]
 
 
+def short(v: Any, n: int = 60) -> str:
+    """repr for an error line, cut to n characters (a value may be an expanded YAML alias)."""
+    text = repr(v)
+    return text if len(text) <= n else text[:n - 3] + "..."
+
+
 def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))
 
@@ -232,7 +238,7 @@ def parse_dist(where: str, raw: Any) -> Dist:
             raise SpecError(f"{where}.choice: {len(choices)} values (at most {MAX_CHOICES})")
         bad = next((c for c in choices if not _scalar(c)), "ok")
         if bad != "ok":
-            raise SpecError(f"{where}.choice: {bad!r} is not a single number, string, bool or null")
+            raise SpecError(f"{where}.choice: {short(bad)} is not a single number, string, bool or null")
         _no_duplicates(f"{where}.choice", choices)
         return Dist("choice", choices=tuple(choices))
     rng = raw[kind]
@@ -267,7 +273,7 @@ def _no_duplicates(where: str, values: list) -> None:
         # 1 and 1.0 and true are one value to Python (and to Optuna): compare by type and value
         key = (type(v).__name__, v)
         if key in seen:
-            raise SpecError(f"{where}: {v!r} is listed twice")
+            raise SpecError(f"{where}: {short(v)} is listed twice")
         seen.append(key)
 
 
@@ -481,11 +487,11 @@ def parse_spec(text: str, path: str = "<spec>", check_values: bool = True) -> Sp
     if not isinstance(raw, dict):
         raise SpecError(f"{path}: (top level): expected a mapping with at least 'study'")
     if _too_big(raw, MAX_NODES):
-        raise SpecError(f"{path}: (top level): more than {MAX_NODES} values once YAML aliases are "
+        raise SpecError(f"{path}: (top level): more than {MAX_NODES} values once YAML aliases (*name) are "
                         "expanded; a spec is a short file")
     bad = next((k for k in raw if not isinstance(k, str)), None)
     if bad is not None:
-        raise SpecError(f"{path}: {bad!r}: keys are names (valid: {', '.join(Spec.model_fields)})")
+        raise SpecError(f"{path}: {short(bad)}: keys are names (valid: {', '.join(Spec.model_fields)})")
     try:
         spec = Spec(**raw)
     except ValidationError as e:
@@ -498,10 +504,10 @@ def parse_spec(text: str, path: str = "<spec>", check_values: bool = True) -> Sp
 
 def _check_name(path: str, key: str, name: Any, registry) -> None:
     if not isinstance(name, str) or name not in registry:
-        raise SpecError(f"{path}: {key}: unknown {registry.kind} {name!r} (valid: {', '.join(registry.names())})")
+        raise SpecError(f"{path}: {key}: unknown {registry.kind} {short(name)} (valid: {', '.join(registry.names())})")
 
 
-def _finite(where: str, v: Any) -> None:
+def _finite(where: str, v: Any) -> None:     # where: "<file>: <section>"
     """No inf or nan anywhere in the parameter sections (YAML's .inf and .nan)."""
     if isinstance(v, float) and not math.isfinite(v):
         raise SpecError(f"{where}: {v} is not a finite number")
@@ -520,7 +526,7 @@ def validate(spec: Spec, path: str, check_values: bool = True) -> None:
         raise SpecError(f"{path}: task.name: expected one task name (valid: {', '.join(TASKS.names())})")
     sources = [("task", spec.task_params), ("fixed", spec.fixed), ("grid", spec.grid), ("search", spec.search)]
     for section, d in sources:
-        _finite(section, d)
+        _finite(f"{path}: {section}", d)
         for k in d:
             if k not in known and k not in SPECIAL:
                 close = [n for n in sorted(known) if n[:3] == k[:3]]
@@ -538,7 +544,7 @@ def validate(spec: Spec, path: str, check_values: bool = True) -> None:
             raise SpecError(f"{path}: grid.{k}: {len(vals)} values (at most {MAX_CHOICES})")
         bad = next((v for v in vals if not _scalar(v)), "ok")
         if bad != "ok":
-            raise SpecError(f"{path}: grid.{k}: {bad!r} is not a single number, string, bool or null")
+            raise SpecError(f"{path}: grid.{k}: {short(bad)} is not a single number, string, bool or null")
         # two equal values would be two cells with one label, sharing one Optuna study
         _no_duplicates(f"{path}: grid.{k}", [norm_window(v) if k == "window" else v for v in vals])
         n_cells *= len(vals)
@@ -552,6 +558,8 @@ def validate(spec: Spec, path: str, check_values: bool = True) -> None:
         raise SpecError(f"{path}: grid.{k}: also set in fixed; set it in one place")
     for k in set(spec.search) & (set(spec.grid) | set(spec.fixed)):
         raise SpecError(f"{path}: search.{k}: also set in grid or fixed; set it in one place")
+    for k in set(spec.task_params) & (set(spec.grid) | set(spec.fixed) | set(spec.search)):
+        raise SpecError(f"{path}: task.{k}: also set in grid, fixed or search; set it in one place")
     if "task" in spec.fixed and spec.task is not None:
         raise SpecError(f"{path}: fixed.task: also set in task; set it in one place")
     dists = searched(spec, path)
@@ -589,7 +597,7 @@ def _probes(dists: dict[str, Dist]) -> list[tuple[str | None, dict[str, Any]]]:
         out: list = []
         for combo in itertools.product(*(pts[k] for k in keys)):
             sample = dict(zip(keys, combo))
-            blame = next((k for k in keys if sample[k] != pts[k][0]), keys[0] if keys else None)
+            blame = next((k for k in keys if sample[k] != pts[k][0]), None)   # None: all at low
             out.append((blame, sample))
         return out
     out = []
@@ -621,7 +629,7 @@ def check_reachable(spec: Spec, path: str, dists: dict[str, Dist], sources) -> N
             key, msg = problem
             if key in dists:
                 blame = key
-            if blame is not None and key not in spec.fixed and key not in spec.grid and key not in spec.task_params:
+            if blame is not None:       # the sample with every key at its low end passed
                 d = dists[blame]
                 fix = ("; give search values that are all valid: a choice list, or a step "
                        "(e.g. {int: [32, 512], step: 32})") if d.kind == "int" else ""
