@@ -584,28 +584,27 @@ def validate(spec: Spec, path: str, check_values: bool = True) -> None:
         check_reachable(spec, path, dists, sources)
 
 
-def _probes(dists: dict[str, Dist]) -> list[tuple[str | None, dict[str, Any]]]:
-    """Search samples that stand for every one the spec can draw: (the key that varies, sample).
+def _probes(dists: dict[str, Dist]) -> list[tuple[str | None, dict[str, Any], bool]]:
+    """Search samples that stand for every one the spec can draw: (the key that varies, sample,
+    whether it is a corner). The corners (every key at its low end, every key at its high end)
+    come first and get a full model build (study.trial_check).
 
     Every combination when there are few; otherwise each key over all its points with the others
     at their low end, then at their high end (window high with seq_len low, d_model against both
     ends of n_heads)."""
     pts = {k: d.points() for k, d in dists.items()}
     keys = list(pts)
+    low, high = {k: v[0] for k, v in pts.items()}, {k: v[-1] for k, v in pts.items()}
+    out: list = [(None, low, True), ("(high)", high, True)]
     total = math.prod(len(v) for v in pts.values()) if pts else 1
     if total <= 256:
-        out: list = []
         for combo in itertools.product(*(pts[k] for k in keys)):
             sample = dict(zip(keys, combo))
-            blame = next((k for k in keys if sample[k] != pts[k][0]), None)   # None: all at low
-            out.append((blame, sample))
+            out.append((next((k for k in keys if sample[k] != low[k]), None), sample, False))
         return out
-    out = []
-    for end in (0, -1):
-        base = {k: v[end] for k, v in pts.items()}
-        out.append((None, base))
+    for base in (low, high):
         for k in keys:
-            out.extend((k, {**base, k: v}) for v in pts[k])
+            out.extend((k, {**base, k: v}, False) for v in pts[k])
     return out
 
 
@@ -616,10 +615,10 @@ def check_reachable(spec: Spec, path: str, dists: dict[str, Dist], sources) -> N
     from study.trial_check import config_problem
     seen: dict = {}
     for cell in cells(spec):
-        for blame, sample in _probes(dists):
+        for blame, sample, corner in _probes(dists):
             values = given_values(spec, cell, sample)
             try:
-                problem = config_problem(values, seen)
+                problem = config_problem(values, seen, build=corner)
             except ValidationError as e:
                 err = e.errors()[0]
                 key = ".".join(str(p) for p in err["loc"])
@@ -629,6 +628,11 @@ def check_reachable(spec: Spec, path: str, dists: dict[str, Dist], sources) -> N
             key, msg = problem
             if key in dists:
                 blame = key
+            if blame == "(high)":
+                if len(dists) > 1:
+                    raise SpecError(f"{path}: search: with every searched value at the high end of its range "
+                                    f"the configuration is invalid: {msg} (in cell {cell.label})")
+                blame = next(iter(dists))
             if blame is not None:       # the sample with every key at its low end passed
                 d = dists[blame]
                 fix = ("; give search values that are all valid: a choice list, or a step "

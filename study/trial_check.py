@@ -1,8 +1,11 @@
 """Whether one trial's configuration can run, decided without training it: the spec loader asks
 this of every configuration a cell can reach, so invalid ones are refused before anything runs.
 
-The model is built on PyTorch's meta device: its constructor runs every check a family makes
-(d_model divisible by n_heads, ...) and no parameter is allocated, so d_model = 10^9 costs nothing.
+Two levels. Cheap rules run on every configuration: the types and ranges of every config, window
+within seq_len, seq_len holding the lag, d_model split evenly across n_heads. With build=True the
+model is also built on PyTorch's meta device, so its constructor runs every check a family makes
+without allocating a parameter (d_model = 10^9 costs nothing); a meta build takes 1-70 ms, so the
+loader asks for it only at the corners of each cell's search space.
 """
 from __future__ import annotations
 
@@ -19,7 +22,8 @@ def _key_in(msg: str, values: dict[str, Any]) -> str | None:
     return names[0] if names else None
 
 
-def config_problem(values: dict[str, Any], cache: dict | None = None) -> tuple[str | None, str] | None:
+def config_problem(values: dict[str, Any], cache: dict | None = None,
+                   build: bool = True) -> tuple[str | None, str] | None:
     """None when the configuration can run, else (the key to blame or None, the reason).
     Raises pydantic's ValidationError for a wrong type or range. `cache` memoises tasks and builds."""
     from study.models import build_model
@@ -42,6 +46,11 @@ def config_problem(values: dict[str, Any], cache: dict | None = None) -> tuple[s
         need = task.default_seq_len(r.task_cfg.lag)
         if seq_len < need:
             return "seq_len", f"seq_len {seq_len} cannot hold lag {r.task_cfg.lag} (it needs {need} steps)"
+    heads = getattr(r.model, "n_heads", None)
+    if heads and r.model.d_model % heads:       # every attention family splits d_model across heads
+        return "d_model", f"d_model {r.model.d_model} is not divisible by n_heads {heads}"
+    if not build:
+        return None
     mkey = ("model", r.arch, r.model, task.io, seq_len, window)
     if mkey not in cache:
         cache[mkey] = None
