@@ -65,7 +65,7 @@ def cmd_run(a) -> int:
         for c in grid:
             print(f"  {c.id}  {c.label}")
         return 0
-    path = study_dir_of(a.results, spec.study)
+    path = a.study_dir = study_dir_of(a.results, spec.study)
     store = Store(path)
     old = store.read_bytes("spec.yaml")
     if old is not None:
@@ -87,7 +87,14 @@ def cmd_run(a) -> int:
         raise UsageError(f"{path}: exists and is not a memscale study folder; choose another --results")
     store.write_bytes(text.encode(), "spec.yaml")
     from study.sweep import run_study
-    return run_study(spec, store, a.address)
+    try:
+        return run_study(spec, store, a.address)
+    except UsageError:
+        # refused before anything ran (resources, another driver's Ray): leave no folder behind,
+        # so the same command works once the cause is fixed
+        if store.local and {p.name for p in Path(store.path).iterdir()} <= {"spec.yaml", "optuna.journal", "driver.json"}:
+            shutil.rmtree(store.path)
+        raise
 
 
 def cmd_resume(a) -> int:
@@ -191,6 +198,7 @@ def parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    a = None
     try:
         a = parser().parse_args(argv)
         return a.fn(a)
@@ -200,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:         # `study sql ... | head`
         return 0
     except KeyboardInterrupt:
-        print("interrupted; continue with `study resume DIR`", file=sys.stderr)
+        where = getattr(a, "study_dir", None) or getattr(a, "dir", None) or "DIR"
+        print(f"study: interrupted; continue with `study resume {where}`", file=sys.stderr)
         return 1
     except Exception as e:          # noqa: BLE001 - the contract is one line and exit 1
         print(f"study: error: {type(e).__name__}: {e}", file=sys.stderr)
