@@ -22,14 +22,22 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"study: {message}")
 
 
+def _not_a_folder(path: str) -> bool:
+    """Exists and is not a directory (a file, a device); a path the OS refuses (too long) is a
+    UsageError too."""
+    try:
+        p = Path(path)
+        return p.exists() and not p.is_dir()
+    except OSError as e:
+        raise UsageError(f"{path if len(path) <= 80 else path[:77] + '...'}: unusable path ({e.strerror})") from None
+
+
 def study_dir_of(root: str, name: str) -> str:
     """ROOT/<study>. The name is a plain folder name (config.STUDY_NAME), so this never leaves ROOT."""
     if not root.strip():
         raise UsageError("study run: --results: empty path (give a folder or a URI)")
-    if "://" not in root:
-        p = Path(root)
-        if p.exists() and not p.is_dir():
-            raise UsageError(f"{root}: --results is a file, not a folder")
+    if "://" not in root and _not_a_folder(root):
+        raise UsageError(f"{root}: --results is a file, not a folder")
     return f"{root.rstrip('/')}/{name}"
 
 
@@ -38,7 +46,7 @@ def open_study(path: str):
     from study.results import Store
     if not path.strip():
         raise UsageError("study: DIR: empty path (give a study folder)")
-    if "://" not in path and Path(path).exists() and not Path(path).is_dir():
+    if "://" not in path and _not_a_folder(path):
         raise UsageError(f"{path}: a file, not a study folder")
     store = Store(path)
     text = store.read_bytes("spec.yaml")
@@ -53,23 +61,17 @@ def open_study(path: str):
         raise UsageError(str(e)) from None
 
 
-def cmd_run(a) -> int:
+def prepare_folder(a, spec, text: str, path: str):
+    """The study folder for `study run`, with the spec frozen in it (a Store)."""
     from study.results import Store
-    text = read_spec_text(a.spec)
-    spec = parse_spec(text, a.spec)
-    grid = cells(spec)
-    n = len(grid) * spec.trials_per_cell * len(spec.seeds)
-    if a.dry_run:
-        print(f"study {spec.study}: {len(grid)} cells x {spec.trials_per_cell} trials x "
-              f"{len(spec.seeds)} seeds = {n} trials")
-        for c in grid:
-            print(f"  {c.id}  {c.label}")
-        return 0
-    path = a.study_dir = study_dir_of(a.results, spec.study)
     store = Store(path)
     old = store.read_bytes("spec.yaml")
     if old is not None:
-        if spec_fingerprint(old.decode()) == spec_fingerprint(text) and not a.force_new:
+        try:
+            same = spec_fingerprint(old.decode("utf-8", "replace")) == spec_fingerprint(text)
+        except Exception:         # noqa: BLE001 - an unreadable old spec is a different spec
+            same = False
+        if same and not a.force_new:
             raise UsageError(f"{path}: already holds study {spec.study!r}; continue it with "
                              f"`study resume {path}`")
         if not a.force_new:
@@ -86,6 +88,25 @@ def cmd_run(a) -> int:
     elif store.fs.get_file_info(FileSelector(store.path, allow_not_found=True)):
         raise UsageError(f"{path}: exists and is not a memscale study folder; choose another --results")
     store.write_bytes(text.encode(), "spec.yaml")
+    return store
+
+
+def cmd_run(a) -> int:
+    text = read_spec_text(a.spec)
+    spec = parse_spec(text, a.spec)
+    grid = cells(spec)
+    n = len(grid) * spec.trials_per_cell * len(spec.seeds)
+    if a.dry_run:
+        print(f"study {spec.study}: {len(grid)} cells x {spec.trials_per_cell} trials x "
+              f"{len(spec.seeds)} seeds = {n} trials")
+        for c in grid:
+            print(f"  {c.id}  {c.label}")
+        return 0
+    path = a.study_dir = study_dir_of(a.results, spec.study)
+    try:
+        store = prepare_folder(a, spec, text, path)
+    except OSError as e:          # read-only, full, a name too long for the filesystem
+        raise UsageError(f"{path}: cannot write the study folder ({e.strerror or e})") from None
     from study.sweep import run_study
     try:
         return run_study(spec, store, a.address)

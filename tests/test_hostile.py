@@ -307,6 +307,8 @@ ARGS = [
     ("run-missing-spec", lambda t: ["run", str(t / "nope.yaml"), "--results", str(t / "r")], ["nope.yaml"]),
     ("run-dir-as-spec", lambda t: ["run", str(t), "--results", str(t / "r")], ["cannot read"]),
     ("bad-format", lambda t: ["sql", str(_study(t)), "SELECT 1", "--format", "xml"], ["xml"]),
+    ("results-name-too-long", lambda t: ["run", str(_spec(t)), "--results", str(t / ("r" * 300))], ["unusable path"]),
+    ("results-under-a-file", lambda t: ["run", str(_spec(t)), "--results", str(_file(t) / "sub")], ["cannot write"]),
 ]
 
 
