@@ -33,8 +33,8 @@ scheduler: {asha: {grace_period: 1}}
 resources: {cpu: 1, per_arch: {transformer: {cpu: 1}}}
 seeds: [0, 1]
 """)
-# FUZZ_N=2000 explores afresh; the suite replays the same 60 examples per test (derandomized)
-FUZZ = settings(max_examples=int(os.environ.get("FUZZ_N", 60)), deadline=None, derandomize="FUZZ_N" not in os.environ,
+# FUZZ_N=2000 explores afresh; the suite replays the same 40 examples per test (derandomized)
+FUZZ = settings(max_examples=int(os.environ.get("FUZZ_N", 40)), deadline=None, derandomize="FUZZ_N" not in os.environ,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 
 # Values a mutation may plant. Strings come from a fixed vocabulary: a random string could name a
