@@ -303,8 +303,8 @@ def killed_for_memory(trial, line: str) -> bool:
         text = str(trial.get_pickled_error() or "")
     except Exception:                                  # noqa: BLE001 - best effort
         text = ""
-    return any(w in text + line for w in ("OutOfMemoryError", "memory monitor", "Task was killed due to the node "
-                                          "running low on memory"))
+    text = (text + " " + line).lower()
+    return any(w in text for w in ("outofmemoryerror", "out of memory", "memory monitor", "running low on memory"))
 
 
 class ResultsCallback(Callback):

@@ -226,6 +226,22 @@ def test_memory_killed_worker_counts_as_oom():
     assert not sweep.killed_for_memory(type("E", (), {"get_pickled_error": lambda self: ValueError("x")})(), "x")
 
 
+@pytest.mark.slow
+def test_a_worker_killed_by_rays_memory_monitor_is_an_oom_row(tmp_path):
+    """A real Ray memory monitor with its threshold below what the machine already uses: it kills
+    the trial's worker, and the sweep records `oom` and exits 0."""
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(SPEC.replace("trials_per_cell: 2", "trials_per_cell: 1").replace(
+        "steps: 6, eval_every: 3", "steps: 3000, eval_every: 1000") + "max_failures: 0\n")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "RAY_USAGE_STATS_ENABLED": "0",
+           "RAY_memory_usage_threshold": "0.01", "RAY_memory_monitor_refresh_ms": "100"}
+    r = subprocess.run([sys.executable, "-m", "study.cli", "run", str(spec), "--results", str(tmp_path / "r")],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    (row,) = Store(str(tmp_path / "r" / "rec")).trial_rows()
+    assert row["status"] == "oom", row["error"]
+
+
 # ---- Ctrl-C ----------------------------------------------------------------------------------
 
 @pytest.mark.slow
