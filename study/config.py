@@ -636,7 +636,7 @@ def check_reachable(spec: Spec, path: str, dists: dict[str, Dist], sources) -> N
             if blame is not None:       # the sample with every key at its low end passed
                 d = dists[blame]
                 fix = ("; give search values that are all valid: a choice list, or a step "
-                       "(e.g. {int: [32, 512], step: 32})") if d.kind == "int" else ""
+                       "(e.g. {int: [32, 512], step: 32})") if d.kind == "int" and "divisible" in msg else ""
                 raise SpecError(f"{path}: search.{blame}: {blame}={sample[blame]} can be sampled and is invalid: "
                                 f"{msg} (in cell {cell.label}){fix}")
             key = key or ("arch" if "arch" in spec.grid else "fixed")
