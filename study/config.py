@@ -440,7 +440,7 @@ def _pydantic_line(path: str, err: ValidationError) -> str:
     # a Union's member type appears in the location ("objective.Objective.metric"): not a key
     loc = tuple(p for p in e["loc"] if isinstance(p, int) or not re.match(r"^([A-Z]\w*|list\[.*|dict\[.*|str|int|float|bool|none)$", str(p)))
     key = ".".join(str(p) for p in loc) or "(top level)"
-    msg = e["msg"]
+    msg = e["msg"].removeprefix("Value error, ")
     if e["type"] == "extra_forbidden":
         valid = _keys_at(loc[:-1]) or list(Spec.model_fields)
         msg = f"unknown key (valid: {', '.join(valid)})"
@@ -622,7 +622,7 @@ def check_reachable(spec: Spec, path: str, dists: dict[str, Dist], sources) -> N
             except ValidationError as e:
                 err = e.errors()[0]
                 key = ".".join(str(p) for p in err["loc"])
-                problem = (key, err["msg"])
+                problem = (key, err["msg"].removeprefix("Value error, "))
             if problem is None:
                 continue
             key, msg = problem
