@@ -40,13 +40,26 @@ def question(name: str) -> str:
     return first.lstrip("-").strip()
 
 
-def view_sql(store: Store, table: str) -> str:
+def sql_str(text: str) -> str:
+    """A SQL string literal: every path pasted into SQL goes through here (a folder may be named
+    `x'); COPY ...`)."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def globbable(store: Store) -> bool:
+    """DuckDB reads the folder by glob itself: local, and no glob characters in the path (a folder
+    named `run[1]` would match `run1`)."""
+    return store.local and not any(c in store.path for c in "*?[]{}")
+
+
+def view_sql(store: Store, table: str, arrow: bool = False) -> str:
     """A view over the table's files, or a typed empty view while there are none yet (a view over
-    a glob that matches nothing fails in DuckDB)."""
+    a glob that matches nothing fails in DuckDB). arrow: read through pyarrow datasets registered
+    on the connection (remote stores, odd paths, and read-only connections)."""
     glob = f"{store.path.rstrip('/')}/{GLOBS[table]}"
     has_files = bool(store.fs.get_file_info(_selector(store, table)))
-    if has_files and store.local:
-        return f"SELECT * FROM read_parquet('{glob}', union_by_name=true)"
+    if has_files and not arrow and globbable(store):
+        return f"SELECT * FROM read_parquet({sql_str(glob)}, union_by_name=true)"
     if has_files:    # s3://, gs://: read through pyarrow's filesystem, no DuckDB extension needed
         return f"SELECT * FROM {REMOTE_PREFIX}{table}"
     cols = ", ".join(f"CAST(NULL AS {duck_type(f.type)}) AS \"{f.name}\"" for f in schema(table))
@@ -68,12 +81,13 @@ def register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
                                                            format="parquet"))
 
 
-def create_views(con: duckdb.DuckDBPyConnection, store: Store) -> None:
+def create_views(con: duckdb.DuckDBPyConnection, store: Store, arrow: bool = False) -> None:
     """In the connection's current database (`USE`), so the query views bind to its tables."""
-    if not store.local:
+    arrow = arrow or not globbable(store)
+    if arrow:
         register_remote(con, store)
     for t in TABLES:
-        con.execute(f"CREATE OR REPLACE VIEW {t} AS {view_sql(store, t)}")
+        con.execute(f"CREATE OR REPLACE VIEW {t} AS {view_sql(store, t, arrow)}")
     create_query_views(con)
 
 
@@ -95,15 +109,23 @@ def create_query_views(con: duckdb.DuckDBPyConnection) -> None:
         pending = [name for name, _ in failed]
 
 
-def connect(study_dir: str) -> duckdb.DuckDBPyConnection:
+def connect(study_dir: str, write: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the views (no file lock, so it never blocks another reader),
-    and a best-effort refresh of study.duckdb for other clients."""
+    and a best-effort refresh of study.duckdb for other clients.
+
+    write=False: the SQL may read the study's tables and nothing else. The tables come in as
+    pyarrow datasets, then DuckDB's own switches close every file and network access (COPY TO,
+    ATTACH, INSTALL, read_csv('/etc/...')) and are locked so the query cannot turn them back on."""
     store = Store(study_dir)
+    quarantine_unreadable(store)
     con = duckdb.connect()
     con.execute("SET parquet_metadata_cache = true")   # views re-read file footers on every bind otherwise
-    create_views(con, store)
+    create_views(con, store, arrow=not write)
     if store.local:
         persist_views(store)
+    if not write:
+        con.execute("SET enable_external_access = false")
+        con.execute("SET lock_configuration = true")
     return con
 
 
@@ -112,11 +134,12 @@ def snapshot(study_dir: str) -> duckdb.DuckDBPyConnection:
     queries over them (each view would re-read every Parquet file), and all its tables and
     figures then describe the same moment even while a sweep keeps writing."""
     store = Store(study_dir)
+    quarantine_unreadable(store)
     con = duckdb.connect()
-    if not store.local:
+    if not globbable(store):
         register_remote(con, store)
     for t in TABLES:
-        con.execute(f"CREATE TABLE {t} AS {view_sql(store, t)}")
+        retrying(store, lambda: con.execute(f"CREATE OR REPLACE TABLE {t} AS {view_sql(store, t)}"))
     create_query_views(con)
     if store.local:
         persist_views(store)
@@ -137,36 +160,85 @@ def persist_views(store: Store) -> None:
     Skipped when the file already holds the same views (their fingerprint is the comment on the
     `trials` view): rewriting takes a write lock and re-binds every view over every Parquet file.
     """
+    if not globbable(store):
+        return      # its views could not name the files; `study sql` still answers
     path = store.join("study.duckdb")
     want = fingerprint(store)
-    try:
-        con = duckdb.connect()
-        if store.exists("study.duckdb"):
-            con.execute(f"ATTACH '{path}' AS s (READ_ONLY)")
-            have = con.execute("SELECT comment FROM duckdb_views() WHERE database_name = 's' "
-                               "AND view_name = 'trials'").fetchall()
+    for attempt in (1, 2):
+        try:
+            con = duckdb.connect()
+            if store.exists("study.duckdb"):
+                con.execute(f"ATTACH {sql_str(path)} AS s (READ_ONLY)")
+                have = con.execute("SELECT comment FROM duckdb_views() WHERE database_name = 's' "
+                                   "AND view_name = 'trials'").fetchall()
+                con.execute("DETACH s")
+                if have and have[0][0] == want:
+                    return
+            con.execute(f"ATTACH {sql_str(path)} AS s (STORAGE_VERSION 'v1.0.0')")
+            con.execute("USE s")
+            create_views(con, store)
+            con.execute(f"COMMENT ON VIEW trials IS {sql_str(want)}")
+            con.execute("USE memory")
             con.execute("DETACH s")
-            if have and have[0][0] == want:
+            con.close()
+            return
+        except duckdb.Error as e:
+            # Another process holds the file: the in-memory views still answer. Anything else
+            # means the file is damaged (a killed write): it holds only views, so rebuild it.
+            if attempt == 2 or "lock" in str(e).lower():
                 return
-        con.execute(f"ATTACH '{path}' AS s (STORAGE_VERSION 'v1.0.0')")
-        con.execute("USE s")
-        create_views(con, store)
-        con.execute(f"COMMENT ON VIEW trials IS '{want}'")
-        con.execute("USE memory")
-        con.execute("DETACH s")
-        con.close()
-    except duckdb.Error:
-        pass    # another process holds the file: the in-memory views still answer
+            print(f"{path}: unreadable ({str(e).splitlines()[0][:120]}); rebuilding it", file=sys.stderr)
+            store.delete("study.duckdb")
+            store.delete("study.duckdb.wal")
 
 
-def run_query(study_dir: str, query: str) -> tuple[list[str], list[tuple]]:
-    con = connect(study_dir)
+def quarantine_unreadable(store: Store, tables=("trials",)) -> None:
+    """Move aside every Parquet file of these tables whose footer cannot be read (a copy cut
+    short, a full disk): one warning line each, and the tables answer without it. `trials` is
+    checked up front (one small file per trial); metrics and lag_curves when a query trips on one
+    (retrying)."""
+    import pyarrow.parquet as pq
+    for t in tables:
+        for info in store.fs.get_file_info(_selector(store, t)):
+            if not info.path.endswith(".parquet"):
+                continue
+            try:
+                with store.fs.open_input_file(info.path) as f:
+                    pq.ParquetFile(f)
+            except (pa.ArrowException, OSError):
+                store.quarantine(info.path)
+
+
+def retrying(store: Store, fn, tries: int = 20):
+    """fn(), quarantining a damaged Parquet file of the study that DuckDB names in its error."""
+    import re
+    for _ in range(tries):
+        try:
+            return fn()
+        except (duckdb.Error, pa.ArrowException) as e:
+            m = re.search(r"""["']?(%s/parquet/[^"'\s]+\.parquet)""" % re.escape(store.path.rstrip("/")), str(e))
+            if not m or not store.local:
+                raise
+            store.quarantine(m.group(1))
+    return fn()
+
+
+def run_query(study_dir: str, query: str, write: bool = True) -> tuple[list[str], list[tuple]]:
+    from study.config import UsageError
+    if not query.strip():
+        raise UsageError("study sql: empty query (give SQL or a query name: "
+                         f"{', '.join(query_names()) or 'none'})")
+    con = connect(study_dir, write=write)
     sql = query_text(query) if query in query_names() else query
     try:
-        cur = con.execute(sql)
+        cur = retrying(Store(study_dir), lambda: con.execute(sql))
     except duckdb.Error as e:
         first = str(e).splitlines()[0]
+        if not write and "disabled by configuration" in first:
+            first += "; pass --write to let a query write files or load extensions"
         raise UsageError(f"study sql: {first} (named queries: {', '.join(query_names()) or 'none'})") from None
+    if cur is None or cur.description is None:    # comments only, or a statement without a result
+        return ["result"], []
     cols = [d[0] for d in cur.description]
     return cols, cur.fetchall()
 

@@ -6,6 +6,7 @@ import base64
 import csv
 import datetime as dt
 import html
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -68,9 +69,33 @@ def write_report(study_dir: str, spec, n_boot: int = fit.N_BOOT, seed: int = 0,
     timings, when given, receives the seconds spent in each stage (for bench/bench_report.py).
     """
     store = Store(study_dir)
-    # a remote study (s3://, gs://) is reported in a local folder, then uploaded beside its tables
-    out = Path(store.path) / "report" if store.local else Path(tempfile.mkdtemp(prefix="memscale-report-"))
-    out.mkdir(parents=True, exist_ok=True)
+    # Written into a hidden folder beside the final one and renamed into place when complete, so
+    # a report killed midway never leaves a half-written report/. A remote study (s3://, gs://)
+    # is reported in a local folder, then uploaded beside its tables.
+    if store.local:
+        final = Path(store.path) / "report"
+        out = Path(tempfile.mkdtemp(prefix=".report-", dir=store.path))
+        out.chmod(0o755)             # mkdtemp's 0700 would carry over to report/
+    else:
+        final, out = None, Path(tempfile.mkdtemp(prefix="memscale-report-"))
+    try:
+        html_path = _write(store, study_dir, spec, out, n_boot, seed, timings)
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    if final is None:
+        return html_path
+    old = None
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=".report-old-", dir=store.path))
+        final.rename(old / "report")
+    out.rename(final)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+    return final / "report.html"
+
+
+def _write(store: Store, study_dir: str, spec, out: Path, n_boot: int, seed: int, timings: dict | None) -> Path:
     clock = {"t": time.perf_counter()}
     timings = timings if timings is not None else {}
 

@@ -28,7 +28,7 @@ grid:
   lag: [8, 32, 128, 512]
   window: [full, 16]
 search:
-  d_model: {int: [16, 256], log: true}
+  d_model: {choice: [16, 32, 64, 128, 256]}
   lr: {float: [1.0e-4, 1.0e-2], log: true}
 trials_per_cell: %d
 objective: %s

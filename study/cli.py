@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pyarrow.fs import FileSelector
 
-from study.config import SpecError, UsageError, cells, load_spec, parse_spec, spec_fingerprint
+from study.config import SpecError, UsageError, cells, parse_spec, read_spec_text, spec_fingerprint
 from study.trackers import check as check_trackers
 
 
@@ -23,27 +23,79 @@ class Parser(argparse.ArgumentParser):
         raise UsageError(f"study: {message}")
 
 
+def _not_a_folder(path: str) -> bool:
+    """Exists and is not a directory (a file, a device); a path the OS refuses (too long) is a
+    UsageError too."""
+    try:
+        p = Path(path)
+        return p.exists() and not p.is_dir()
+    except OSError as e:
+        raise UsageError(f"{path if len(path) <= 80 else path[:77] + '...'}: unusable path ({e.strerror})") from None
+
+
 def study_dir_of(root: str, name: str) -> str:
+    """ROOT/<study>. The name is a plain folder name (config.STUDY_NAME), so this never leaves ROOT."""
+    if not root.strip():
+        raise UsageError("study run: --results: empty path (give a folder or a URI)")
+    if "://" not in root and _not_a_folder(root):
+        raise UsageError(f"{root}: --results is a file, not a folder")
     return f"{root.rstrip('/')}/{name}"
 
 
 def open_study(path: str):
     """A results folder -> (Store, Spec), or UsageError when it is not one."""
     from study.results import Store
+    if not path.strip():
+        raise UsageError("study: DIR: empty path (give a study folder)")
+    if "://" not in path and _not_a_folder(path):
+        raise UsageError(f"{path}: a file, not a study folder")
     store = Store(path)
     text = store.read_bytes("spec.yaml")
     if text is None:
         raise UsageError(f"{path}: not a study folder (no spec.yaml); run `study run SPEC` first")
     try:
-        return store, parse_spec(text.decode(), f"{path}/spec.yaml")
+        # validated in full when it was run; an older memscale's spec still opens
+        return store, parse_spec(text.decode("utf-8"), f"{path}/spec.yaml", check_values=False)
+    except UnicodeDecodeError:
+        raise UsageError(f"{path}/spec.yaml: not UTF-8 text") from None
     except SpecError as e:
         raise UsageError(str(e)) from None
 
 
-def cmd_run(a) -> int:
+def prepare_folder(a, spec, text: str, path: str):
+    """The study folder for `study run`, with the spec frozen in it (a Store)."""
     from study.results import Store
-    spec = load_spec(a.spec)
-    text = Path(a.spec).read_text()
+    store = Store(path)
+    old = store.read_bytes("spec.yaml")
+    if old is not None:
+        try:
+            same = spec_fingerprint(old.decode("utf-8", "replace")) == spec_fingerprint(text)
+        except Exception:         # noqa: BLE001 - an unreadable old spec is a different spec
+            same = False
+        if same and not a.force_new:
+            raise UsageError(f"{path}: already holds study {spec.study!r}; continue it with "
+                             f"`study resume {path}`")
+        if not a.force_new:
+            raise UsageError(f"{path}: holds study {spec.study!r} with a different spec; "
+                             f"resume it, or pass --force-new to move it aside and start again")
+        if not store.local:
+            raise UsageError(f"{path}: --force-new cannot move a remote folder; delete it yourself")
+        if Path(store.path).resolve() == Path(a.results).resolve():   # never move the results root
+            raise UsageError(f"{path}: is the results folder itself; refusing --force-new")
+        aside = f"{store.path}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+        shutil.move(store.path, aside)
+        print(f"moved the old study to {aside}", file=sys.stderr)
+        store = Store(path)
+    elif store.fs.get_file_info(FileSelector(store.path, allow_not_found=True)):
+        raise UsageError(f"{path}: exists and is not a memscale study folder; choose another --results")
+    check_trackers(spec.log, store.local)        # a tracker that cannot run: exit 2, nothing written
+    store.write_bytes(text.encode(), "spec.yaml")
+    return store
+
+
+def cmd_run(a) -> int:
+    text = read_spec_text(a.spec)
+    spec = parse_spec(text, a.spec)
     grid = cells(spec)
     n = len(grid) * spec.trials_per_cell * len(spec.seeds)
     from study import cost
@@ -55,29 +107,21 @@ def cmd_run(a) -> int:
             print(f"  {c.id}  {c.label}")
         cost.print_preview(spec, rates, a)
         return 0
-    path = study_dir_of(a.results, spec.study)
-    store = Store(path)
-    old = store.read_bytes("spec.yaml")
-    if old is not None:
-        if spec_fingerprint(old.decode()) == spec_fingerprint(text) and not a.force_new:
-            raise UsageError(f"{path}: already holds study {spec.study!r}; continue it with "
-                             f"`study resume {path}`")
-        if not a.force_new:
-            raise UsageError(f"{path}: holds study {spec.study!r} with a different spec; "
-                             f"resume it, or pass --force-new to move it aside and start again")
-        if not store.local:
-            raise UsageError(f"{path}: --force-new cannot move a remote folder; delete it yourself")
-        aside = f"{store.path}.old-{time.strftime('%Y%m%d-%H%M%S')}"
-        shutil.move(store.path, aside)
-        print(f"moved the old study to {aside}", file=sys.stderr)
-        store = Store(path)
-    elif store.fs.get_file_info(FileSelector(store.path, allow_not_found=True)):
-        raise UsageError(f"{path}: exists and is not a memscale study folder; choose another --results")
-    check_trackers(spec.log, store.local)        # a tracker that cannot run: exit 2, nothing written
-    store.write_bytes(text.encode(), "spec.yaml")
-    cost.store_prediction(spec, store, rates)   # for `study report`: predicted vs measured time
+    path = a.study_dir = study_dir_of(a.results, spec.study)
+    try:
+        store = prepare_folder(a, spec, text, path)
+        cost.store_prediction(spec, store, rates)   # for `study report`: predicted vs measured time
+    except OSError as e:          # read-only, full, a name too long for the filesystem
+        raise UsageError(f"{path}: cannot write the study folder ({e.strerror or e})") from None
     from study.sweep import run_study
-    return run_study(spec, store, a.address)
+    try:
+        return run_study(spec, store, a.address)
+    except UsageError:
+        # refused before anything ran (resources, another driver's Ray): leave no folder behind,
+        # so the same command works once the cause is fixed
+        if store.local and {p.name for p in Path(store.path).iterdir()} <= {"spec.yaml", "optuna.journal", "driver.json", "prediction.json"}:
+            shutil.rmtree(store.path)
+        raise
 
 
 def cmd_resume(a) -> int:
@@ -122,7 +166,7 @@ def cmd_sql(a) -> int:
     if a.query is None:
         print(describe(store.uri))
         return 0
-    print_result(run_query(store.uri, a.query), a.format)
+    print_result(run_query(store.uri, a.query, write=a.write), a.format)
     return 0
 
 
@@ -179,6 +223,9 @@ def parser() -> Parser:
     s.add_argument("dir")
     s.add_argument("query", nargs="?", help="SQL text or the name of a file in analysis/queries")
     s.add_argument("--format", choices=["table", "csv", "json", "parquet"], default="table")
+    s.add_argument("--write", action="store_true",
+                   help="let the SQL write files and load extensions (COPY ... TO, ATTACH, INSTALL); "
+                        "by default it may only read this study's tables")
     s.set_defaults(fn=cmd_sql)
     s = sub.add_parser("report", help="write figures and report.html")
     s.add_argument("dir")
@@ -192,16 +239,18 @@ def parser() -> Parser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    a = None
     try:
         a = parser().parse_args(argv)
         return a.fn(a)
     except (SpecError, UsageError) as e:
-        print(str(e), file=sys.stderr)
+        print(" ".join(str(e).split("\n")), file=sys.stderr)      # the contract: one line
         return 2
     except BrokenPipeError:         # `study sql ... | head`
         return 0
     except KeyboardInterrupt:
-        print("interrupted; continue with `study resume DIR`", file=sys.stderr)
+        where = getattr(a, "study_dir", None) or getattr(a, "dir", None) or "DIR"
+        print(f"study: interrupted; continue with `study resume {where}`", file=sys.stderr)
         return 1
     except Exception as e:          # noqa: BLE001 - the contract is one line and exit 1
         print(f"study: error: {type(e).__name__}: {e}", file=sys.stderr)

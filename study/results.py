@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import sys
 import uuid
 from typing import Any
 
@@ -134,6 +135,19 @@ class Store:
         except (FileNotFoundError, OSError):
             return None
 
+    def quarantine(self, path: str) -> None:
+        """Move an unreadable file (a truncated Parquet file, a torn checkpoint) to quarantine/
+        beside the tables, where no glob reads it, with one warning line: its trial is rerun."""
+        rel = path[len(self.path.rstrip("/")) + 1:] if path.startswith(self.path) else path.rsplit("/", 1)[-1]
+        dest = self.join("quarantine", rel)
+        try:
+            self.fs.create_dir(dest.rsplit("/", 1)[0], recursive=True)
+            self.fs.move(path, dest)
+        except OSError:
+            self.fs.delete_file(path)
+            dest = "(deleted)"
+        print(f"warning: {path} is unreadable; moved it to {dest} (its trial will be rerun)", file=sys.stderr)
+
     def write_rows(self, table: str, rows: list[dict], *name: str) -> None:
         buf = io.BytesIO()
         pq.write_table(to_table(table, rows), buf)
@@ -163,7 +177,12 @@ class Store:
         d = self.join("parquet", "trials")
         files = [i.path for i in self.fs.get_file_info(pafs.FileSelector(d, allow_not_found=True))
                  if i.base_name.endswith(".parquet")]
-        if not files:
+        tables = []
+        for f in files:
+            try:
+                tables.append(pq.read_table(f, filesystem=self.fs))
+            except (pa.ArrowException, OSError):     # cut short by a kill or a full disk
+                self.quarantine(f)
+        if not tables:
             return []
-        tables = [pq.read_table(f, filesystem=self.fs) for f in files]
         return pa.concat_tables(tables, promote_options="permissive").to_pylist()

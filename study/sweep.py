@@ -18,6 +18,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -130,6 +131,7 @@ class CellSearcher(Searcher):
         directions = ["maximize" if o.mode == "max" else "minimize" for o in spec.objectives]
         self.studies, self.slots, self.queue, self.live = {}, [], [], {}
         self.by_trial: dict[str, Slot] = {}
+        self.max_memory = 0.0      # the largest node's `memory` resource, set once Ray is up
         grid = cells(spec)
         for c in grid:
             st = optuna.create_study(study_name=c.label, storage=storage, directions=directions,
@@ -204,7 +206,7 @@ class CellSearcher(Searcher):
         need = self.spec.resources.for_arch(values["arch"])
         return {"study": self.spec.study, "study_dir": self.store.uri, "trial_id": tid,
                 "cell": slot.cell.label, "values": values, "budget": self.spec.budget.model_dump(),
-                "cpus": need.cpu, "gpus": need.gpu}
+                "cpus": need.cpu, "gpus": need.gpu, "memory": memory_request(values, self.max_memory)}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         tid = self.live.pop(trial_id, None)      # Ray's trial id -> memscale's
@@ -250,6 +252,19 @@ class CellSearcher(Searcher):
 def _rebuild_searcher(spec: Spec, uri: str) -> CellSearcher:
     store = Store(uri)
     return CellSearcher(spec, store, {r["trial_id"]: r for r in store.trial_rows()})
+def memory_request(values: dict, most: float) -> int:
+    """Bytes of Ray's `memory` resource for a trial: its estimated need (study.memory_budget), so
+    Ray packs trials by memory as well as CPUs. 0 when it exceeds the largest node: the trial then
+    records `oom` itself instead of waiting forever for a node that fits."""
+    from study.config import seq_len_of
+    from study.memory_budget import estimate_bytes
+    from study.tasks import build_task
+    try:
+        r = resolve(values)
+        need = estimate_bytes(r, build_task(r.task, r.task_cfg).io, seq_len_of(r))
+    except Exception:                                  # noqa: BLE001 - the trial reports its own error
+        return 0
+    return int(need) if need <= most else 0
 
 
 def trial_fn(config: dict) -> None:
@@ -257,7 +272,11 @@ def trial_fn(config: dict) -> None:
     torch.set_num_threads(max(1, int(config["cpus"])))   # no oversubscription: the CPUs it was given
     store, tid = Store(config["study_dir"]), config["trial_id"]
     blob = store.read_bytes("checkpoints", f"{tid}.pt")
-    resume = torch.load(io.BytesIO(blob), weights_only=False) if blob else None
+    try:
+        resume = torch.load(io.BytesIO(blob), weights_only=False) if blob else None
+    except Exception:                                  # noqa: BLE001 - torn by a kill or a full disk:
+        store.quarantine(store.join("checkpoints", f"{tid}.pt"))   # start this trial from scratch
+        resume = None
     history: list = list(resume["history"]) if resume else []
     replay: list = list(history)          # rows a dead driver may not have written: sent again
     node = ray.get_runtime_context().get_node_id()
@@ -297,6 +316,15 @@ def error_line(trial) -> str:
     return (lines[-1] if lines else "trial failed")[:1000]
 
 
+def killed_for_memory(trial, line: str) -> bool:
+    try:
+        text = str(trial.get_pickled_error() or "")
+    except Exception:                                  # noqa: BLE001 - best effort
+        text = ""
+    text = (text + " " + line).lower()
+    return any(w in text for w in ("outofmemoryerror", "out of memory", "memory monitor", "running low on memory"))
+
+
 class ResultsCallback(Callback):
     """Writes the Parquet tables from the driver, and prints progress."""
 
@@ -329,7 +357,11 @@ class ResultsCallback(Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         result = dict(trial.last_result or {})
-        self._finish(trial, result, "error", error_line(trial))
+        line = error_line(trial)
+        # Ray's memory monitor killed the worker (after the retries max_failures allows): the trial
+        # did not fit next to whatever else ran, which is a result, like an allocation that fails
+        status = "oom" if killed_for_memory(trial, line) else "error"
+        self._finish(trial, result, status, line)
 
     def _finish(self, trial, result: dict, status: str, error: str | None) -> None:
         row = self._trial_row(trial, result, status, error)
@@ -354,14 +386,49 @@ class ResultsCallback(Callback):
 
 
 def acquire_driver_lock(store: Store) -> None:
-    """At most one driver per study: a second one would write the same files."""
-    raw = store.read_bytes("driver.json")
-    if raw:
+    """At most one driver per study: a second one would write the same files. Taken atomically
+    (exclusive create: of two drivers starting at the same instant exactly one creates the file);
+    a lock left by a dead driver on this host is broken and taken again."""
+    me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode()
+    if not store.local:           # object stores have no exclusive create: read, then write
+        _check_holder(store.read_bytes("driver.json"))
+        store.write_bytes(me, "driver.json")
+        return
+    path = store.join("driver.json")
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            try:
+                raw = Path(path).read_bytes()
+            except FileNotFoundError:
+                continue          # its driver just finished
+            _check_holder(raw)
+            # stale: the holder is dead. Rename it away first, so of two drivers breaking the same
+            # stale lock only one succeeds and the other retries the exclusive create.
+            try:
+                os.rename(path, f"{path}.stale-{os.getpid()}")
+                os.unlink(f"{path}.stale-{os.getpid()}")
+            except FileNotFoundError:
+                pass
+            continue
+        with os.fdopen(fd, "wb") as f:
+            f.write(me)
+        return
+    raise UsageError(f"{path}: could not take the driver lock; is another driver starting?")
+
+
+def _check_holder(raw: bytes | None) -> None:
+    """UsageError when a live driver on this host holds the lock (its driver.json contents)."""
+    if not raw:
+        return
+    try:
         info = json.loads(raw)
-        if info.get("host") == socket.gethostname() and pid_alive(info.get("pid", -1)):
-            raise UsageError(f"a driver (pid {info['pid']}) is already running this study")
-    store.write_bytes(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
-                                  "started": time.time()}).encode(), "driver.json")
+    except ValueError:
+        return                    # torn by a kill mid-write: its writer is gone
+    if info.get("host") == socket.gethostname() and pid_alive(info.get("pid", -1)):
+        raise UsageError(f"a driver (pid {info['pid']}) is already running this study")
 
 
 def pid_alive(pid: int) -> bool:
@@ -381,10 +448,34 @@ class Journal:
         self.store = store
         if store.local:
             self.path = store.join("optuna.journal")
+        else:
+            cache = Path(tempfile.mkdtemp(prefix="memscale-optuna-"))
+            self.path = str(cache / "optuna.journal")
+            Path(self.path).write_bytes(store.read_bytes("optuna.journal") or b"")
+        self.mend()
+
+    def mend(self) -> None:
+        """Cut a torn last record (a kill mid-write) back to the last complete one. Optuna reads
+        the journal as one JSON record per line and fails on a partial line, on every resume."""
+        p = Path(self.path)
+        if not p.exists():
             return
-        cache = Path(tempfile.mkdtemp(prefix="memscale-optuna-"))
-        self.path = str(cache / "optuna.journal")
-        Path(self.path).write_bytes(store.read_bytes("optuna.journal") or b"")
+        data = p.read_bytes()
+        keep = len(data)
+        while keep:
+            start = data.rfind(b"\n", 0, keep - 1) + 1
+            line = data[start:keep]
+            try:
+                if line.endswith(b"\n"):
+                    json.loads(line)
+                    break
+            except ValueError:
+                pass
+            keep = start
+        if keep < len(data):
+            p.write_bytes(data[:keep])
+            print(f"warning: {p}: cut a torn record ({len(data) - keep} bytes) from the end; "
+                  "its trial will be asked again", file=sys.stderr)
 
     def push(self) -> None:
         if not self.store.local:
@@ -398,6 +489,51 @@ def check_storage(store: Store) -> None:
         raise UsageError(f"{store.uri}: a local path on a {len(hosts)}-machine cluster; give --results a "
                          "URI every node reaches (s3://bucket/prefix, gs://..., or file:///path on a "
                          "shared filesystem mounted on every node)")
+
+
+_MACHINE_LOCK = None      # held for the driver's lifetime while it runs its own Ray
+
+
+def claim_machine(store: Store) -> None:
+    """One embedded Ray per machine. Each `study run` without --address starts a Ray that claims
+    every CPU and sizes itself to the machine's memory; two of them overcommit both, and one's
+    memory monitor kills the other's workers. The second driver refuses instead, saying how to
+    share: one Ray, started once, joined by both."""
+    import fcntl
+    global _MACHINE_LOCK
+    path = Path(tempfile.gettempdir()) / f"memscale-ray-{os.getuid()}.lock"
+    f = open(path, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip() or "another process"
+        f.close()
+        raise UsageError(f"another memscale driver ({holder}) runs its own Ray on this machine; to run "
+                         f"two studies side by side, start one Ray with `ray start --head` and pass "
+                         f"--address auto to each `study run`/`study resume`") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()}, study {store.uri}")
+    f.flush()
+    _MACHINE_LOCK = f
+
+
+def check_resources(spec: Spec, joined: bool) -> float:
+    """Every arch's request must fit on some node: Ray would otherwise leave the trial pending
+    forever, silently. Returns the largest node's `memory` resource (bytes)."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    most = {k: max((n.get(k, 0.0) for n in nodes), default=0.0) for k in ("CPU", "GPU", "memory")}
+    for arch in sorted({given_values(spec, c)["arch"] for c in cells(spec)}):
+        need = spec.resources.for_arch(arch)
+        if need.cpu <= most["CPU"] and need.gpu <= most["GPU"]:
+            continue
+        msg = (f"{arch} trials ask for {need.cpu:g} CPU and {need.gpu:g} GPU; the largest node of this Ray "
+               f"cluster has {most['CPU']:g} CPU and {most['GPU']:g} GPU")
+        if not joined:
+            raise UsageError(f"{msg} (set resources in the spec)")
+        print(f"waiting: {msg}; an autoscaler may add a node that fits", file=sys.stderr, flush=True)
+    return most["memory"]
 
 
 def run_study(spec: Spec, store: Store, address: str | None = None) -> int:
@@ -428,8 +564,10 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
         if address:                  # joining a cluster: its dashboard is its own business
             ray.init(address=address, **quiet)
         else:
+            claim_machine(store)
             ray.init(include_dashboard=False, **quiet)
     check_storage(store)
+    searcher.max_memory = check_resources(spec, joined=bool(address))
     scheduler = None
     if spec.scheduler and spec.scheduler.asha:
         o = spec.objectives[0]
@@ -440,7 +578,8 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
     callback = ResultsCallback(spec, store, searcher, code_version())
     storage = store.path if store.local else store.uri
     tuner = Tuner(
-        tune.with_resources(trial_fn, lambda cfg: {"cpu": cfg["cpus"], "gpu": cfg["gpus"]}),
+        tune.with_resources(trial_fn, lambda cfg: {"cpu": cfg["cpus"], "gpu": cfg["gpus"],
+                                                   "memory": cfg.get("memory", 0)}),
         tune_config=TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=todo,
                                max_concurrent_trials=spec.max_concurrent, reuse_actors=True,
                                trial_name_creator=trial_name, trial_dirname_creator=trial_name),
@@ -453,5 +592,9 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
     left = searcher.remaining()
     print(f"[{spec.study}] done in {time.time() - callback.t0:.0f}s; {searcher.total() - left} of "
           f"{searcher.total()} trials finished", flush=True)
+    if left:
+        # Tune catches Ctrl-C itself and returns; say why the run stopped and how to go on
+        print(f"study: stopped with {left} trials unfinished (interrupted, or Ray could not run them); "
+              f"continue with `study resume {store.uri}`", file=sys.stderr)
     return 0 if left == 0 else 1
 

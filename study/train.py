@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 
+from study import memory_budget
 from study.config import Budget, Resolved, flat_params, resolve, seq_len_of
 from study.memory import EXTEND, evaluate, is_oom, ladder, read_curve
 from study.models import build_model, detach_state
@@ -124,6 +125,9 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
     seq_len, window = seq_len_of(r), r.train.window
     torch.manual_seed(seed)
     peak = PeakMemory(device)
+    too_big = memory_budget.too_big(r, task.io, seq_len, device)     # refuse before allocating
+    if too_big:
+        return _oom_at_build(r, MemoryError(too_big), report)
     try:
         model = build_model(r.arch, r.model, task.io, seq_len, window).to(device)
     except (RuntimeError, MemoryError) as e:      # a model too big to allocate is a result too
