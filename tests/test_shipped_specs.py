@@ -22,7 +22,11 @@ def cut(text: str) -> str:
     raw["seeds"] = raw.get("seeds", [0])[:1]
     raw.pop("scheduler", None)
     # small evaluations: sequences per ladder lag, and characters per context length for text
-    raw["fixed"] = {**raw.get("fixed", {}), "eval_batch": 2, "eval_chars": 8}
+    small = {"eval_batch": 2, "eval_chars": 8}
+    task = raw.get("task") if isinstance(raw.get("task"), dict) else {}
+    for k in [k for k in small if k in task]:      # a parameter is set in one place only
+        task[k] = small.pop(k)
+    raw["fixed"] = {**raw.get("fixed", {}), **small}
     return yaml.safe_dump(raw)
 
 
