@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from study.errors import UsageError
-from study.results import TABLES, Store, schema
+from study.results import SEGMENT, TABLES, Store, schema
 
 QUERIES = Path(__file__).parent / "queries"
 GLOBS = {"trials": "parquet/trials/*.parquet", "metrics": "parquet/metrics/*/*.parquet",
@@ -42,27 +42,34 @@ def question(name: str) -> str:
 
 def view_sql(store: Store, table: str) -> str:
     """A view over the table's files, or a typed empty view while there are none yet (a view over
-    a glob that matches nothing fails in DuckDB)."""
+    a glob that matches nothing fails in DuckDB). Once the table has segments (study/results.py),
+    the per-trial files of a trial a segment already holds are skipped: they are only left over
+    from a compaction that was interrupted or is running now."""
     glob = f"{store.path.rstrip('/')}/{GLOBS[table]}"
-    has_files = bool(store.fs.get_file_info(_selector(store, table)))
-    if has_files and store.local:
-        return f"SELECT * FROM read_parquet('{glob}', union_by_name=true)"
-    if has_files:    # s3://, gs://: read through pyarrow's filesystem, no DuckDB extension needed
+    segs = store.segment_files(table)
+    has_files = bool(segs) or bool(store.loose_files(table))
+    if has_files and not store.local:    # s3://, gs://: read through pyarrow's filesystem, no DuckDB extension needed
         return f"SELECT * FROM {REMOTE_PREFIX}{table}"
+    if has_files and not segs:
+        return f"SELECT * FROM read_parquet('{glob}', union_by_name=true)"
+    if has_files:
+        seg_glob = f"{store.segment_dir(table).rstrip('/')}/{SEGMENT}*.parquet"
+        return (f"SELECT * EXCLUDE (filename) FROM read_parquet('{glob}', union_by_name=true, filename=true) "
+                f"WHERE regexp_matches(filename, '/{SEGMENT}[^/]*$') OR trial_id NOT IN "
+                f"(SELECT trial_id FROM read_parquet('{seg_glob}') WHERE trial_id IS NOT NULL)")
     cols = ", ".join(f"CAST(NULL AS {duck_type(f.type)}) AS \"{f.name}\"" for f in schema(table))
     return f"SELECT {cols} WHERE false"
 
 
-def _selector(store: Store, table: str):
-    from pyarrow.fs import FileSelector
-    return FileSelector(store.join("parquet", table), allow_not_found=True, recursive=True)
-
-
 def register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
-    """Expose a remote study's tables to DuckDB as pyarrow datasets over the store's filesystem."""
+    """Expose a remote study's tables to DuckDB as pyarrow datasets over the store's filesystem:
+    the segments, and the per-trial files of trials no segment holds (one LIST per folder level,
+    and no GET of a per-trial file until a query reads it)."""
     import pyarrow.dataset as ds
     for t in TABLES:
-        files = [i.path for i in store.fs.get_file_info(_selector(store, t)) if i.path.endswith(".parquet")]
+        segs = store.segment_files(t)
+        held = store.segment_ids(t, segs) if segs else set()
+        files = segs + [f for tid, fs in store.loose_files(t).items() if tid not in held for f in fs]
         if files:
             con.register(f"{REMOTE_PREFIX}{t}", ds.dataset(files, schema=schema(t), filesystem=store.fs,
                                                            format="parquet"))

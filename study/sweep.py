@@ -39,15 +39,11 @@ from ray.tune.search import Searcher
 import study
 from study.config import Budget, Cell, Dist, Spec, UsageError, cells, flat_params, given_values, resolve, searched
 from study.loggers import callbacks as tracker_callbacks
-from study.results import Store
+from study.results import Compactor, Store, make_trial_id
 from study.train import train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FAILED = ("diverged", "oom", "timeout", "error")
-
-
-def make_trial_id(cell: Cell, slot: int, seed: int) -> str:
-    return f"{cell.id}-t{slot:03d}-s{seed}"
 
 
 def trial_name(trial) -> str:
@@ -305,6 +301,7 @@ class ResultsCallback(Callback):
         self.t0 = time.time()
         self.best: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
+        self.compactor = Compactor(store)
 
     def _trial_row(self, trial, result: dict, status: str, error: str | None) -> dict:
         cfg = trial.config
@@ -333,9 +330,10 @@ class ResultsCallback(Callback):
 
     def _finish(self, trial, result: dict, status: str, error: str | None) -> None:
         row = self._trial_row(trial, result, status, error)
-        self.store.write_trial(row)
-        if result.get("iteration"):
+        if result.get("iteration"):    # before the trials row: a finished trial's files never change again
             self.store.drop_after(row["trial_id"], int(result["iteration"]))
+        self.store.write_trial(row)
+        self.compactor.trial_finished()
         self.counts[status] = self.counts.get(status, 0) + 1
         key = row["cell"]
         if row.get("memory_length") is not None:
@@ -450,6 +448,7 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
     )
     tuner.fit()
     searcher.journal.push()
+    callback.compactor.close()
     left = searcher.remaining()
     print(f"[{spec.study}] done in {time.time() - callback.t0:.0f}s; {searcher.total() - left} of "
           f"{searcher.total()} trials finished", flush=True)
