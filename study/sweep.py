@@ -372,8 +372,16 @@ def pid_alive(pid: int) -> bool:
 
 class Journal:
     """The Optuna journal file. JournalFileBackend needs a local file: a local (or NFS) study keeps
-    it in the study folder; a remote one works on a local copy, pulled at start and pushed back
-    after every tell, so a resume from another machine continues the same Optuna studies."""
+    it in the study folder; a remote one works on a local copy, so a resume from another machine
+    continues the same Optuna studies. The journal only ever grows, so a push uploads just the
+    bytes appended since the last one, as one more part `optuna.journal.d/<start>-<end>`: O(n)
+    bytes over a study instead of the whole file after every tell. Every CHUNK parts (and at the
+    end of a run) are merged into one chunk, so a start-up reads O(n / CHUNK) objects. A pull
+    follows the parts from byte 0, taking the longest piece at each offset; pieces a merge already
+    covers (a crash before it deleted them) are skipped and deleted."""
+
+    DIR = "optuna.journal.d"
+    CHUNK = 1000
 
     def __init__(self, store: Store):
         self.store = store
@@ -382,11 +390,60 @@ class Journal:
             return
         cache = Path(tempfile.mkdtemp(prefix="memscale-optuna-"))
         self.path = str(cache / "optuna.journal")
-        Path(self.path).write_bytes(store.read_bytes("optuna.journal") or b"")
+        data = self._pull()
+        Path(self.path).write_bytes(data)
+        self.pushed = len(data)
+        self.parts: list[tuple[int, int]] = []      # pushed by this driver since its last merge
 
-    def push(self) -> None:
-        if not self.store.local:
-            self.store.write_bytes(Path(self.path).read_bytes(), "optuna.journal")
+    def _pieces(self) -> dict[tuple[int, int], str]:
+        import pyarrow.fs as pafs
+        out = {}
+        for i in self.store.fs.get_file_info(pafs.FileSelector(self.store.join(self.DIR), allow_not_found=True)):
+            a, _, b = i.base_name.partition("-")
+            if a.isdigit() and b.isdigit():
+                out[(int(a), int(b))] = i.base_name
+        legacy = self.store.fs.get_file_info(self.store.join("optuna.journal"))   # one file, before parts
+        if legacy.type == pafs.FileType.File and legacy.size:
+            out.setdefault((0, legacy.size), "")
+        return out
+
+    def _pull(self) -> bytes:
+        pieces = self._pieces()
+        chunks, pos = [], 0
+        while True:
+            nxt = max((p for p in pieces if p[0] == pos), key=lambda p: p[1], default=None)
+            if nxt is None:
+                break
+            name = pieces.pop(nxt)
+            data = self.store.read_bytes(self.DIR, name) if name else self.store.read_bytes("optuna.journal")
+            if data is None or len(data) != nxt[1] - nxt[0]:
+                break
+            chunks.append(data)
+            pos = nxt[1]
+        for (a, b), name in pieces.items():        # covered by a merged chunk: left by a crash
+            if name and b <= pos:
+                self.store.delete(self.DIR, name)
+        return b"".join(chunks)
+
+    def _put(self, start: int, end: int) -> None:
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        self.store.write_bytes(data, self.DIR, f"{start:016d}-{end:016d}")
+
+    def push(self, final: bool = False) -> None:
+        if self.store.local:
+            return
+        end = os.path.getsize(self.path)
+        if end > self.pushed:
+            self._put(self.pushed, end)
+            self.parts.append((self.pushed, end))
+            self.pushed = end
+        if len(self.parts) >= self.CHUNK or (final and len(self.parts) > 1):
+            self._put(self.parts[0][0], self.parts[-1][1])     # the merged chunk first, then the parts go
+            for a, b in self.parts:
+                self.store.delete(self.DIR, f"{a:016d}-{b:016d}")
+            self.parts = []
 
 
 def check_storage(store: Store) -> None:
@@ -447,7 +504,7 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
                              callbacks=[callback, *tracker_callbacks(spec, store)], verbose=0),
     )
     tuner.fit()
-    searcher.journal.push()
+    searcher.journal.push(final=True)
     callback.compactor.close()
     left = searcher.remaining()
     print(f"[{spec.study}] done in {time.time() - callback.t0:.0f}s; {searcher.total() - left} of "
