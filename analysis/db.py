@@ -102,13 +102,19 @@ def create_query_views(con: duckdb.DuckDBPyConnection) -> None:
         pending = [name for name, _ in failed]
 
 
-def connect(study_dir: str) -> duckdb.DuckDBPyConnection:
+def connect(study_dir: str, queries: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the views (no file lock, so it never blocks another reader),
-    and a best-effort refresh of study.duckdb for other clients."""
+    and a best-effort refresh of study.duckdb for other clients. queries=False leaves out the
+    query views: binding them reads every table's file footers, which a query on one table need not."""
     store = Store(study_dir)
     con = duckdb.connect()
     con.execute("SET parquet_metadata_cache = true")   # views re-read file footers on every bind otherwise
-    create_views(con, store)
+    if not store.local:
+        register_remote(con, store)
+    for t in TABLES:
+        con.execute(f"CREATE OR REPLACE VIEW {t} AS {view_sql(store, t)}")
+    if queries:
+        create_query_views(con)
     if store.local:
         persist_views(store)
     return con
@@ -167,8 +173,10 @@ def persist_views(store: Store) -> None:
 
 
 def run_query(study_dir: str, query: str) -> tuple[list[str], list[tuple]]:
-    con = connect(study_dir)
+    import re
     sql = query_text(query) if query in query_names() else query
+    # the query views only when the SQL names one (a word match is enough: binding them is the cost)
+    con = connect(study_dir, queries=any(re.search(rf"\b{n}\b", sql, re.I) for n in query_names()))
     try:
         cur = con.execute(sql)
     except duckdb.Error as e:

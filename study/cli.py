@@ -84,8 +84,8 @@ def cmd_resume(a) -> int:
 
 def cmd_status(a) -> int:
     store, spec = open_study(a.dir)
-    from study.sweep import make_trial_id, pid_alive
-    rows = {r["trial_id"]: r for r in store.trial_rows()}
+    from study.results import make_trial_id, pid_alive    # not study.sweep: no Ray import for a status
+    rows = {r["trial_id"]: r for r in store.trial_rows(["trial_id", "status", "memory_length"])}
     grid = cells(spec)
     per_cell = spec.trials_per_cell * len(spec.seeds)
     done_cells, best = 0, []
@@ -134,7 +134,7 @@ def cmd_compact(a) -> int:
     """Move finished trials' per-trial files into segment files (study/results.py): afterwards any
     Parquet reader sees each row once, in a few large files."""
     store, _ = open_study(a.dir)
-    from study.sweep import pid_alive
+    from study.results import pid_alive
     import socket
     raw = store.read_bytes("driver.json")
     info = json.loads(raw) if raw else {}

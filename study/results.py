@@ -70,6 +70,14 @@ def make_trial_id(cell, slot: int, seed: int) -> str:
     return f"{cell.id}-t{slot:03d}-s{seed}"
 
 
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):
+        return False
+
+
 def _field(name: str, kind: str) -> pa.Field:
     return pa.field(name, pa.timestamp("ms", tz="UTC") if kind == "timestamp" else ARROW[kind])
 
@@ -334,7 +342,8 @@ class Compactor:
             self.error = e
 
     def close(self) -> None:
-        """At the end of a run: wait for a running batch, then compact (or repair) what is left."""
+        """At the end of a run: wait for a running batch, then, in a study that has segments,
+        compact every finished trial (a small study keeps its per-trial files; `study compact`)."""
         if self.thread is not None:
             self.thread.join()
-        self.store.compact(batch=self.batch)
+        self.store.compact(batch=1 if self.store.segment_files("trials") else self.batch)

@@ -39,7 +39,7 @@ from ray.tune.search import Searcher
 import study
 from study.config import Budget, Cell, Dist, Spec, UsageError, cells, flat_params, given_values, resolve, searched
 from study.loggers import callbacks as tracker_callbacks
-from study.results import Compactor, Store, make_trial_id
+from study.results import Compactor, Store, make_trial_id, pid_alive  # noqa: F401 - cli imported them from here
 from study.train import train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -360,14 +360,6 @@ def acquire_driver_lock(store: Store) -> None:
             raise UsageError(f"a driver (pid {info['pid']}) is already running this study")
     store.write_bytes(json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                   "started": time.time()}).encode(), "driver.json")
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except (OSError, ValueError):
-        return False
 
 
 class Journal:
