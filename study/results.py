@@ -231,7 +231,9 @@ class Store:
     def _read_many(self, files: list[str], columns: list[str] | None = None) -> list[pa.Table]:
         if not files:
             return []
-        read = lambda f: pq.read_table(f, columns=columns, filesystem=self.fs)   # noqa: E731
+        def read(f: str) -> pa.Table:     # one GET of the whole file: on S3 a footer read is a request of its own
+            with self.fs.open_input_stream(f) as s:
+                return pq.read_table(pa.BufferReader(s.read()), columns=columns)
         if len(files) < 4:
             return [read(f) for f in files]
         with ThreadPoolExecutor(READ_THREADS) as pool:
