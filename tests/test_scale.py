@@ -171,3 +171,25 @@ def test_remote_journal_is_pushed_in_parts_and_resumes_on_another_machine(tmp_pa
     second.on_trial_complete("ray-next", finished[cfg["trial_id"]])
     third = CellSearcher(spec, Store("remote", fs=fs), finished)
     assert sum(map(len, told(third).values())) == 8 and told(third) == told(second)
+
+
+def test_the_drivers_compactor_compacts_batches_then_everything_at_the_end(tmp_path):
+    from study.results import Compactor
+    s = Store(str(tmp_path / "st"))
+    c = Compactor(s, batch=2)
+    for i in range(5):
+        fill_one(s, i)
+        c.trial_finished()
+        if c.thread is not None:
+            c.thread.join()                  # here in step; in the driver it overlaps the next results
+    assert len(s.segment_files("trials")) == 2 and len(s.loose_files("trials")) == 1
+    c.close()
+    assert s.loose_files("trials") == {} and s.loose_files("metrics") == {}
+    assert raw(s.path) == {"trials": 5, "metrics": 10, "lag_curves": 30}
+
+
+def fill_one(s: Store, i: int) -> None:
+    tid = f"c001-t{i:03d}-s0"
+    for it in (1, 2):
+        s.write_report("st", tid, metrics_row(it), curve(it))
+    s.write_trial({"study": "st", "trial_id": tid, "status": "completed"})
