@@ -99,18 +99,20 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, required=True)
     ap.add_argument("--dir", default=None, help="where the study is left (default: a new temporary folder)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="time the commands again on the study already in --dir (results_per_s: null)")
     ap.add_argument("--resume-probe", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.resume_probe:
         resume_probe(a.resume_probe)
         return
     d = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="bench_scale_")) / "synthetic"
-    if d.exists() and any(d.iterdir()):
+    if d.exists() and any(d.iterdir()) and not a.reuse:
         raise SystemExit(f"{d}: exists and is not empty")
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    reports, busy = write(d, a.trials)
+    reports, busy = write(d, a.trials) if not a.reuse else (0, 0.0)
     files = sum(1 for _ in (d / "parquet").rglob("*.parquet"))
-    out = {"trials": a.trials, "files": files, "results_per_s": round(reports / busy, 1)}
+    out = {"trials": a.trials, "files": files, "results_per_s": round(reports / busy, 1) if busy else None}
     st = str(STUDY)
     out["sql_count_s"], _ = timed(st, "sql", str(d), "SELECT count(*) FROM metrics")
     out["sql_group_s"], _ = timed(st, "sql", str(d), "SELECT arch, status, count(*), avg(memory_length) "
