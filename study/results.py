@@ -138,7 +138,8 @@ class Store:
         """Atomic where the filesystem can rename (local, NFS); a single PUT on object stores."""
         final = self.join(*parts)
         parent = final.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
+        if self.fs.type_name not in ("s3", "gcs"):    # object stores have no folders: markers would cost a PUT each
+            self.fs.create_dir(parent, recursive=True)
         if self.local:
             tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"    # hidden, and not *.parquet: no glob sees it
             with self.fs.open_output_stream(tmp) as f:
