@@ -193,3 +193,18 @@ def fill_one(s: Store, i: int) -> None:
     for it in (1, 2):
         s.write_report("st", tid, metrics_row(it), curve(it))
     s.write_trial({"study": "st", "trial_id": tid, "status": "completed"})
+
+
+def test_journal_pull_after_a_crash_in_the_middle_of_a_merge(tmp_path):
+    """The merged chunk was written, the parts it covers were not deleted yet: the pull takes the
+    chunk, skips and deletes the parts, and continues with what follows."""
+    from study.sweep import Journal
+    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
+    s = Store("remote", fs=fs)
+    data = b"0123456789abcde"
+    for a, b in ((0, 4), (4, 10), (0, 10), (10, 15)):
+        s.write_bytes(data[a:b], Journal.DIR, f"{a:016d}-{b:016d}")
+    j = Journal(s)
+    assert open(j.path, "rb").read() == data and j.pushed == 15
+    assert sorted(p.name for p in (tmp_path / "remote" / Journal.DIR).iterdir()) == [
+        f"{0:016d}-{10:016d}", f"{10:016d}-{15:016d}"]
