@@ -294,17 +294,21 @@ class Store:
         return done
 
     def _delete_files(self, files) -> None:
+        """Delete per-trial files, always every file of whole trials: a trial's own folder
+        (metrics, lag_curves) goes at once, one LIST and a batched delete on an object store."""
         files = list(files)
-        for f in files:
+        trials_dir = self.table_dir("trials").rstrip("/")
+        for d in sorted({f.rsplit("/", 1)[0] for f in files}):
+            if d.rstrip("/") == trials_dir:
+                continue
             try:
-                self.fs.delete_file(f)
+                self.fs.delete_dir(d)
             except (FileNotFoundError, OSError):
                 pass
-        for d in {f.rsplit("/", 1)[0] for f in files}:     # a trial's emptied folder
-            if d.rstrip("/") != self.table_dir("trials").rstrip("/"):
+        for f in files:
+            if f.rsplit("/", 1)[0].rstrip("/") == trials_dir:
                 try:
-                    if not self._list(d):
-                        self.fs.delete_dir(d)
+                    self.fs.delete_file(f)
                 except (FileNotFoundError, OSError):
                     pass
 
