@@ -14,7 +14,7 @@ import duckdb
 import pyarrow as pa
 
 from study.errors import UsageError
-from study.results import TABLES, Store, schema
+from study.results import SEGMENT, TABLES, Store, schema
 
 QUERIES = Path(__file__).parent / "queries"
 GLOBS = {"trials": "parquet/trials/*.parquet", "metrics": "parquet/metrics/*/*.parquet",
@@ -55,13 +55,22 @@ def globbable(store: Store) -> bool:
 def view_sql(store: Store, table: str, arrow: bool = False) -> str:
     """A view over the table's files, or a typed empty view while there are none yet (a view over
     a glob that matches nothing fails in DuckDB). arrow: read through pyarrow datasets registered
-    on the connection (remote stores, odd paths, and read-only connections)."""
+    on the connection (remote stores, odd paths, and read-only connections). Once the table has
+    segments (study/results.py), the per-trial files of a trial a segment already holds are
+    skipped: they are only left over from a compaction that was interrupted or is running now."""
     glob = f"{store.path.rstrip('/')}/{GLOBS[table]}"
-    has_files = bool(store.fs.get_file_info(_selector(store, table)))
-    if has_files and not arrow and globbable(store):
-        return f"SELECT * FROM read_parquet({sql_str(glob)}, union_by_name=true)"
-    if has_files:    # s3://, gs://: read through pyarrow's filesystem, no DuckDB extension needed
+    segs = store.segment_files(table)
+    has_files = bool(segs) or bool(store.loose_files(table))
+    if has_files and (arrow or not globbable(store)):
+        # s3://, gs://, odd paths, read-only: pyarrow datasets (register_remote), no DuckDB extension
         return f"SELECT * FROM {REMOTE_PREFIX}{table}"
+    if has_files and not segs:
+        return f"SELECT * FROM read_parquet({sql_str(glob)}, union_by_name=true)"
+    if has_files:
+        seg_glob = f"{store.segment_dir(table).rstrip('/')}/{SEGMENT}*.parquet"
+        return (f"SELECT * EXCLUDE (filename) FROM read_parquet({sql_str(glob)}, union_by_name=true, filename=true) "
+                f"WHERE regexp_matches(filename, '/{SEGMENT}[^/]*$') OR trial_id NOT IN "
+                f"(SELECT trial_id FROM read_parquet({sql_str(seg_glob)}) WHERE trial_id IS NOT NULL)")
     cols = ", ".join(f"CAST(NULL AS {duck_type(f.type)}) AS \"{f.name}\"" for f in schema(table))
     return f"SELECT {cols} WHERE false"
 
@@ -72,23 +81,29 @@ def _selector(store: Store, table: str):
 
 
 def register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
-    """Expose a remote study's tables to DuckDB as pyarrow datasets over the store's filesystem."""
+    """Expose a remote study's tables to DuckDB as pyarrow datasets over the store's filesystem:
+    the segments, and the per-trial files of trials no segment holds (one LIST per folder level,
+    and no GET of a per-trial file until a query reads it)."""
     import pyarrow.dataset as ds
     for t in TABLES:
-        files = [i.path for i in store.fs.get_file_info(_selector(store, t)) if i.path.endswith(".parquet")]
+        segs = store.segment_files(t)
+        held = store.segment_ids(t, segs) if segs else set()
+        files = segs + [f for tid, fs in store.loose_files(t).items() if tid not in held for f in fs]
         if files:
             con.register(f"{REMOTE_PREFIX}{t}", ds.dataset(files, schema=schema(t), filesystem=store.fs,
                                                            format="parquet"))
 
 
-def create_views(con: duckdb.DuckDBPyConnection, store: Store, arrow: bool = False) -> None:
+def create_views(con: duckdb.DuckDBPyConnection, store: Store, arrow: bool = False,
+                 queries: bool = True) -> None:
     """In the connection's current database (`USE`), so the query views bind to its tables."""
     arrow = arrow or not globbable(store)
     if arrow:
         register_remote(con, store)
     for t in TABLES:
         con.execute(f"CREATE OR REPLACE VIEW {t} AS {view_sql(store, t, arrow)}")
-    create_query_views(con)
+    if queries:
+        create_query_views(con)
 
 
 def create_query_views(con: duckdb.DuckDBPyConnection) -> None:
@@ -109,9 +124,10 @@ def create_query_views(con: duckdb.DuckDBPyConnection) -> None:
         pending = [name for name, _ in failed]
 
 
-def connect(study_dir: str, write: bool = True) -> duckdb.DuckDBPyConnection:
+def connect(study_dir: str, write: bool = True, queries: bool = True) -> duckdb.DuckDBPyConnection:
     """An in-memory connection with the views (no file lock, so it never blocks another reader),
-    and a best-effort refresh of study.duckdb for other clients.
+    and a best-effort refresh of study.duckdb for other clients. queries=False leaves out the
+    query views: binding them reads every table's file footers, which a query on one table need not.
 
     write=False: the SQL may read the study's tables and nothing else. The tables come in as
     pyarrow datasets, then DuckDB's own switches close every file and network access (COPY TO,
@@ -120,7 +136,7 @@ def connect(study_dir: str, write: bool = True) -> duckdb.DuckDBPyConnection:
     quarantine_unreadable(store)
     con = duckdb.connect()
     con.execute("SET parquet_metadata_cache = true")   # views re-read file footers on every bind otherwise
-    create_views(con, store, arrow=not write)
+    create_views(con, store, arrow=not write, queries=queries)
     if store.local:
         persist_views(store)
     if not write:
@@ -228,8 +244,13 @@ def run_query(study_dir: str, query: str, write: bool = True) -> tuple[list[str]
     if not query.strip():
         raise UsageError("study sql: empty query (give SQL or a query name: "
                          f"{', '.join(query_names()) or 'none'})")
-    con = connect(study_dir, write=write)
+    import re
     sql = query_text(query) if query in query_names() else query
+    # the query views only when the SQL names one (a word match is enough: binding them is the cost)
+    con = connect(study_dir, write=write,
+                  queries=any(re.search(rf"\b{n}\b", sql, re.I) for n in query_names()))
+    # the query views only when the SQL names one (a word match is enough: binding them is the cost)
+    con = connect(study_dir, queries=any(re.search(rf"\b{n}\b", sql, re.I) for n in query_names()))
     try:
         cur = retrying(Store(study_dir), lambda: con.execute(sql))
     except duckdb.Error as e:

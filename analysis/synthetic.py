@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from study.results import Store, schema
+from study.config import Cell
+from study.results import Store, make_trial_id, schema
 
 # arch -> (alpha, a, cost exponent in seq_len)
 TRUTH = {"lstm": (0.5, 2e-4, 1.0), "transformer": (0.3, 3e-2, 2.0), "tcn": (0.4, 2e-3, 1.0)}
@@ -37,6 +38,12 @@ seeds: [0, 1]
 """
 ONE_OBJECTIVE = "{metric: memory_length, mode: max}"
 TWO_OBJECTIVES = "[{metric: memory_length, mode: max}, {metric: train_flops, mode: min}]"
+
+
+def trials_per_cell(n_trials: int) -> int:
+    """Enough slots per cell (2 seeds each, 24 cells) to hold n_trials trials."""
+    n_cells = len(TRUTH) * len(LAGS) * len(WINDOWS)
+    return max(1, -(-n_trials // (2 * n_cells)))
 
 
 def trials_columns(n_trials: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -66,7 +73,9 @@ def trials_columns(n_trials: int, seed: int = 0) -> dict[str, np.ndarray]:
     cells = np.array([f"arch={archs[ai]},lag={lg},window={'full' if WINDOWS[w] is None else WINDOWS[w]}"
                       for ai, lg, w in zip(arch_i, lag, win_i)], dtype=object)
     windows = np.array([WINDOWS[w] for w in win_i], dtype=object)
-    trial_id = np.array([f"c{c:03d}-t{s // n_cells:04d}-s{sd}" for c, s, sd in zip(cell, slot, seed_col)], dtype=object)
+    # the project's own ids (cells in the spec's grid order: arch, lag, window)
+    trial_id = np.array([make_trial_id(Cell(int(c), ()), int(s // n_cells), int(sd))
+                         for c, s, sd in zip(cell, slot, seed_col)], dtype=object)
     return {
         "study": np.full(n_trials, "synthetic", dtype=object), "trial_id": trial_id, "cell": cells,
         "arch": np.array(archs, dtype=object)[arch_i], "task": np.full(n_trials, "copy", dtype=object),
@@ -160,7 +169,7 @@ def write_study(study_dir: str | Path, n_trials: int = 96, iterations: int = 2, 
     """Write a synthetic study. layout "per_trial" is the sweep's (one file per trial and per
     iteration, through Store); "bulk" writes a few large files, for benchmarks at 100k trials."""
     store = Store(str(study_dir))
-    store.write_bytes((SPEC % (max(1, n_trials // 48), objectives)).encode(), "spec.yaml")
+    store.write_bytes((SPEC % (trials_per_cell(n_trials), objectives)).encode(), "spec.yaml")
     t = trials_columns(n_trials, seed)
     m = metrics_columns(t, iterations)
     if layout == "per_trial":

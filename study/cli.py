@@ -132,8 +132,8 @@ def cmd_resume(a) -> int:
 
 def cmd_status(a) -> int:
     store, spec = open_study(a.dir)
-    from study.sweep import make_trial_id, pid_alive
-    rows = {r["trial_id"]: r for r in store.trial_rows()}
+    from study.results import make_trial_id, pid_alive    # not study.sweep: no Ray import for a status
+    rows = {r["trial_id"]: r for r in store.trial_rows(["trial_id", "status", "memory_length"])}
     grid = cells(spec)
     per_cell = spec.trials_per_cell * len(spec.seeds)
     done_cells, best = 0, []
@@ -175,6 +175,22 @@ def cmd_report(a) -> int:
     store, spec = open_study(a.dir)
     out = write_report(store.uri, spec)
     print(f"wrote {out}")
+    return 0
+
+
+def cmd_compact(a) -> int:
+    """Move finished trials' per-trial files into segment files (study/results.py): afterwards any
+    Parquet reader sees each row once, in a few large files."""
+    store, _ = open_study(a.dir)
+    from study.results import pid_alive
+    import socket
+    raw = store.read_bytes("driver.json")
+    info = json.loads(raw) if raw else {}
+    if info and info.get("host") == socket.gethostname() and pid_alive(info.get("pid", -1)):
+        raise UsageError(f"{a.dir}: a driver (pid {info['pid']}) is running this study; it compacts as it goes "
+                         "and at its end")
+    done = store.compact()
+    print("compacted: " + ", ".join(f"{t} {n} trials" for t, n in done.items()))
     return 0
 
 
@@ -230,6 +246,9 @@ def parser() -> Parser:
     s = sub.add_parser("report", help="write figures and report.html")
     s.add_argument("dir")
     s.set_defaults(fn=cmd_report)
+    s = sub.add_parser("compact", help="move finished trials' files into a few segment files")
+    s.add_argument("dir")
+    s.set_defaults(fn=cmd_compact)
     s = sub.add_parser("list", help="registered archs and tasks")
     s.set_defaults(fn=cmd_list)
     s = sub.add_parser("params", help="every key a spec may set: type, default, range, which archs/tasks")

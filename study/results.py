@@ -1,16 +1,26 @@
-"""The Parquet tables (docs/design.md, "Results"): schema, and atomic, idempotent writes.
+"""The Parquet tables (docs/design.md, "Results"): schema, atomic idempotent writes, compaction.
 
-Every file name is deterministic: `trials/<trial_id>.parquet`, `metrics/<trial_id>/<iteration>.parquet`,
-`lag_curves/<trial_id>/<iteration>.parquet`. Writing a row again replaces the same file, so a
-replayed or recomputed report can never duplicate a row: exactly once by construction. Files are
-written to a hidden temporary name that no reader's glob matches, then renamed.
+While a trial runs, every file name is deterministic: `trials/<trial_id>.parquet`,
+`metrics/<trial_id>/<iteration>.parquet`, `lag_curves/<trial_id>/<iteration>.parquet`. Writing a
+row again replaces the same file, so a replayed or recomputed report can never duplicate a row:
+exactly once by construction. Files are written to a hidden temporary name that no reader's glob
+matches, then renamed.
+
+A finished trial never changes again, so finished trials are compacted, a batch at a time, into
+segment files (`trials/segment-*.parquet`, `<table>/segments/segment-*.parquet`) and their
+per-trial files deleted: readers then pay per segment, not per evaluation. A trial's rows are in a
+segment or in its own files; a crash between writing a segment and deleting the files it replaced
+leaves both, and every reader here skips the per-trial files of a trial the segment holds, and the
+next compaction deletes them (idempotent by trial, hence by (trial_id, iteration)).
 """
 from __future__ import annotations
 
 import io
 import os
 import sys
+import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pyarrow as pa
@@ -20,6 +30,13 @@ import pyarrow.parquet as pq
 from study.config import arrow_kind, known_params
 
 TABLES = ("trials", "metrics", "lag_curves")
+SEGMENT = "segment-"          # segment files' name prefix; never a trial id (those are <cell>-t<slot>-s<seed>)
+SEGMENTS_DIR = "segments"     # metrics/ and lag_curves/ keep their segments in this folder
+# Finished trials left in per-trial files before a batch is compacted during a run. Bounds the
+# per-file cost every reader pays (this many trials x evaluations x 2 files at most), while each
+# segment stays big enough that a 100,000-trial study has a few hundred of them per table.
+COMPACT_BATCH = 256
+READ_THREADS = 16             # per-trial files are read in parallel: on S3 each is a GET
 ARROW = {"int": pa.int64(), "float": pa.float64(), "bool": pa.bool_(), "str": pa.string()}
 
 TRIAL_COLUMNS = {
@@ -47,6 +64,19 @@ CURVE_COLUMNS = {
     # text: the loss drop from the previous context length, with its paired-bootstrap interval
     "gain": "float", "gain_lo": "float", "gain_hi": "float",
 }
+
+
+def make_trial_id(cell, slot: int, seed: int) -> str:
+    """`<cell>-t<slot>-s<seed>`: deterministic, so a rerun of a trial writes the same files."""
+    return f"{cell.id}-t{slot:03d}-s{seed}"
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+        return True
+    except (OSError, ValueError):
+        return False
 
 
 def _field(name: str, kind: str) -> pa.Field:
@@ -109,7 +139,8 @@ class Store:
         """Atomic where the filesystem can rename (local, NFS); a single PUT on object stores."""
         final = self.join(*parts)
         parent = final.rsplit("/", 1)[0]
-        self.fs.create_dir(parent, recursive=True)
+        if self.fs.type_name not in ("s3", "gcs"):    # object stores have no folders: markers would cost a PUT each
+            self.fs.create_dir(parent, recursive=True)
         if self.local:
             tmp = f"{parent}/.{uuid.uuid4().hex}.tmp"    # hidden, and not *.parquet: no glob sees it
             with self.fs.open_output_stream(tmp) as f:
@@ -173,16 +204,173 @@ class Store:
                 if stem.isdigit() and int(stem) > iteration:
                     self.fs.delete_file(info.path)
 
-    def trial_rows(self) -> list[dict]:
-        d = self.join("parquet", "trials")
-        files = [i.path for i in self.fs.get_file_info(pafs.FileSelector(d, allow_not_found=True))
-                 if i.base_name.endswith(".parquet")]
-        tables = []
-        for f in files:
+    # --- segments -----------------------------------------------------------------------------
+
+    def table_dir(self, table: str) -> str:
+        return self.join("parquet", table)
+
+    def segment_dir(self, table: str) -> str:
+        return self.table_dir(table) if table == "trials" else self.join("parquet", table, SEGMENTS_DIR)
+
+    def _list(self, path: str, recursive: bool = False) -> list[pafs.FileInfo]:
+        return self.fs.get_file_info(pafs.FileSelector(path, allow_not_found=True, recursive=recursive))
+
+    def segment_files(self, table: str) -> list[str]:
+        return sorted(i.path for i in self._list(self.segment_dir(table))
+                      if i.base_name.startswith(SEGMENT) and i.base_name.endswith(".parquet"))
+
+    def loose_files(self, table: str) -> dict[str, list[str]]:
+        """Per-trial files by trial id (trials: one each; metrics, lag_curves: one per evaluation)."""
+        out: dict[str, list[str]] = {}
+        if table == "trials":
+            for i in self._list(self.table_dir(table)):
+                n = i.base_name
+                if n.endswith(".parquet") and not n.startswith(SEGMENT) and i.type == pafs.FileType.File:
+                    out[n[: -len(".parquet")]] = [i.path]
+            return out
+        root = self.table_dir(table).rstrip("/") + "/"
+        for i in self._list(self.table_dir(table), recursive=True):
+            rel = i.path[len(root):] if i.path.startswith(root) else i.path
+            parts = rel.split("/")
+            if len(parts) == 2 and parts[0] != SEGMENTS_DIR and parts[1].endswith(".parquet"):
+                out.setdefault(parts[0], []).append(i.path)
+        return out
+
+    def segment_ids(self, table: str, files: list[str] | None = None) -> set[str]:
+        """Trial ids held by the table's segments (one column of each: a few KB per segment)."""
+        ids: set[str] = set()
+        for f in self.segment_files(table) if files is None else files:
+            ids.update(pq.read_table(f, columns=["trial_id"], filesystem=self.fs).column(0).unique().to_pylist())
+        return ids
+
+    def _read_many(self, files: list[str], columns: list[str] | None = None) -> list[pa.Table]:
+        if not files:
+            return []
+        def read(f: str) -> pa.Table | None:   # one GET of the whole file: on S3 a footer read is a request of its own
             try:
-                tables.append(pq.read_table(f, filesystem=self.fs))
+                with self.fs.open_input_stream(f) as s:
+                    return pq.read_table(pa.BufferReader(s.read()), columns=columns)
             except (pa.ArrowException, OSError):     # cut short by a kill or a full disk
                 self.quarantine(f)
-        if not tables:
-            return []
-        return pa.concat_tables(tables, promote_options="permissive").to_pylist()
+                return None
+        if len(files) < 4:
+            tables = [read(f) for f in files]
+        else:
+            with ThreadPoolExecutor(READ_THREADS) as pool:
+                tables = list(pool.map(read, files))
+        return [t for t in tables if t is not None]
+
+    def read_table(self, table: str, columns: list[str] | None = None) -> pa.Table | None:
+        """The whole table, each row once: the segments, then per-trial files of trials no
+        segment holds (all in this table's schema; columns a file lacks are null)."""
+        segs = self.segment_files(table)
+        held = self.segment_ids(table, segs) if segs else set()
+        loose = [f for tid, fs in self.loose_files(table).items() if tid not in held for f in fs]
+        parts = self._read_many(segs + loose, columns)
+        if not parts:
+            return None
+        return conform(table, pa.concat_tables(parts, promote_options="permissive"), columns)
+
+    def trial_rows(self, columns: list[str] | None = None) -> list[dict]:
+        t = self.read_table("trials", columns)
+        return [] if t is None else t.to_pylist()
+
+    def compact(self, batch: int = 1, max_rows: int = 2_000_000) -> dict[str, int]:
+        """Move finished trials' per-trial files into segment files, when at least `batch` finished
+        trials are still in per-trial files (1: always). Safe to run at any time, also concurrently
+        with a driver writing (only finished trials, which never change again, are touched), and
+        idempotent: per-trial files of a trial a segment already holds (a crash between writing the
+        segment and deleting them) are deleted without being read. Returns trials compacted per table."""
+        loose_trials = self.loose_files("trials")
+        held_trials = self.segment_ids("trials") if self.segment_files("trials") else set()
+        finished = set(loose_trials) | held_trials
+        fresh = [t for t in loose_trials if t not in held_trials]
+        done = {}
+        if len(fresh) < batch:
+            # still repair what a crash left behind, without starting a new segment
+            for table in TABLES:
+                held = held_trials if table == "trials" else self.segment_ids(table)
+                self._delete_files(f for tid, fs in self.loose_files(table).items() if tid in held for f in fs)
+            return {t: 0 for t in TABLES}
+        # metrics and lag_curves first: a trial's rows leave its files only once its trials row exists
+        for table in ("metrics", "lag_curves", "trials"):
+            loose = loose_trials if table == "trials" else self.loose_files(table)
+            held = held_trials if table == "trials" else self.segment_ids(table)
+            self._delete_files(f for tid, fs in loose.items() if tid in held for f in fs)
+            todo = sorted(tid for tid in loose if tid in finished and tid not in held)
+            files = [f for tid in todo for f in loose[tid]]
+            done[table] = len(todo)
+            if not files:
+                continue
+            tbl = conform(table, pa.concat_tables(self._read_many(files), promote_options="permissive"))
+            tbl = tbl.sort_by([("trial_id", "ascending")] + ([("iteration", "ascending")] if table != "trials" else []))
+            for start in range(0, max(1, tbl.num_rows), max_rows):
+                buf = io.BytesIO()
+                pq.write_table(tbl.slice(start, max_rows), buf, row_group_size=128_000)
+                name = f"{SEGMENT}{time.time_ns():020d}-{uuid.uuid4().hex[:8]}.parquet"
+                seg = self.segment_dir(table)[len(self.path.rstrip("/")) + 1:].split("/")
+                self.write_bytes(buf.getvalue(), *seg, name)
+            self._delete_files(files)
+        return done
+
+    def _delete_files(self, files) -> None:
+        """Delete per-trial files, always every file of whole trials: a trial's own folder
+        (metrics, lag_curves) goes at once, one LIST and a batched delete on an object store."""
+        files = list(files)
+        trials_dir = self.table_dir("trials").rstrip("/")
+        for d in sorted({f.rsplit("/", 1)[0] for f in files}):
+            if d.rstrip("/") == trials_dir:
+                continue
+            try:
+                self.fs.delete_dir(d)
+            except (FileNotFoundError, OSError):
+                pass
+        for f in files:
+            if f.rsplit("/", 1)[0].rstrip("/") == trials_dir:
+                try:
+                    self.fs.delete_file(f)
+                except (FileNotFoundError, OSError):
+                    pass
+
+
+def conform(table: str, t: pa.Table, columns: list[str] | None = None) -> pa.Table:
+    """A table in the current schema (or its `columns`): missing columns null, extra ones dropped."""
+    sch = schema(table)
+    fields = [sch.field(c) for c in (columns or sch.names)]
+    cols = [t.column(f.name).cast(f.type) if f.name in t.column_names else pa.nulls(t.num_rows, f.type)
+            for f in fields]
+    return pa.Table.from_arrays(cols, schema=pa.schema(fields))
+
+
+class Compactor:
+    """The driver's compaction schedule: a batch of COMPACT_BATCH finished trials is compacted in a
+    background thread (the Tune event loop keeps processing results meanwhile), and whatever is
+    left at the end of a run once more than a batch is waiting. Studies below a batch keep their
+    per-trial files only."""
+
+    def __init__(self, store: Store, batch: int = COMPACT_BATCH):
+        self.store, self.batch = store, batch
+        self.waiting = 0
+        self.thread = None
+        self.error: BaseException | None = None
+
+    def trial_finished(self) -> None:
+        self.waiting += 1
+        if self.waiting >= self.batch and (self.thread is None or not self.thread.is_alive()):
+            import threading
+            self.waiting = 0
+            self.thread = threading.Thread(target=self._run, name="memscale-compact", daemon=True)
+            self.thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.store.compact(batch=self.batch)
+        except Exception as e:     # noqa: BLE001 - a failed compaction loses nothing; the next one retries
+            self.error = e
+
+    def close(self) -> None:
+        """At the end of a run: wait for a running batch, then, in a study that has segments,
+        compact every finished trial (a small study keeps its per-trial files; `study compact`)."""
+        if self.thread is not None:
+            self.thread.join()
+        self.store.compact(batch=1 if self.store.segment_files("trials") else self.batch)

@@ -40,15 +40,11 @@ from ray.tune.search import Searcher
 import study
 from study.config import Budget, Cell, Dist, Spec, UsageError, cells, flat_params, given_values, resolve, searched
 from study.loggers import callbacks as tracker_callbacks
-from study.results import Store
+from study.results import Compactor, Store, make_trial_id, pid_alive  # noqa: F401 - cli imported them from here
 from study.train import train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 FAILED = ("diverged", "oom", "timeout", "error")
-
-
-def make_trial_id(cell: Cell, slot: int, seed: int) -> str:
-    return f"{cell.id}-t{slot:03d}-s{seed}"
 
 
 def trial_name(trial) -> str:
@@ -333,6 +329,7 @@ class ResultsCallback(Callback):
         self.t0 = time.time()
         self.best: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
+        self.compactor = Compactor(store)
 
     def _trial_row(self, trial, result: dict, status: str, error: str | None) -> dict:
         cfg = trial.config
@@ -365,9 +362,10 @@ class ResultsCallback(Callback):
 
     def _finish(self, trial, result: dict, status: str, error: str | None) -> None:
         row = self._trial_row(trial, result, status, error)
-        self.store.write_trial(row)
-        if result.get("iteration"):
+        if result.get("iteration"):    # before the trials row: a finished trial's files never change again
             self.store.drop_after(row["trial_id"], int(result["iteration"]))
+        self.store.write_trial(row)
+        self.compactor.trial_finished()
         self.counts[status] = self.counts.get(status, 0) + 1
         key = row["cell"]
         if row.get("memory_length") is not None:
@@ -431,27 +429,31 @@ def _check_holder(raw: bytes | None) -> None:
         raise UsageError(f"a driver (pid {info['pid']}) is already running this study")
 
 
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-        return True
-    except (OSError, ValueError):
-        return False
-
-
 class Journal:
     """The Optuna journal file. JournalFileBackend needs a local file: a local (or NFS) study keeps
-    it in the study folder; a remote one works on a local copy, pulled at start and pushed back
-    after every tell, so a resume from another machine continues the same Optuna studies."""
+    it in the study folder; a remote one works on a local copy, so a resume from another machine
+    continues the same Optuna studies. The journal only ever grows, so a push uploads just the
+    bytes appended since the last one, as one more part `optuna.journal.d/<start>-<end>`: O(n)
+    bytes over a study instead of the whole file after every tell. Every CHUNK parts (and at the
+    end of a run) are merged into one chunk, so a start-up reads O(n / CHUNK) objects. A pull
+    follows the parts from byte 0, taking the longest piece at each offset; pieces a merge already
+    covers (a crash before it deleted them) are skipped and deleted."""
+
+    DIR = "optuna.journal.d"
+    CHUNK = 1000
 
     def __init__(self, store: Store):
         self.store = store
+        self.pushed = 0
+        self.parts: list[tuple[int, int]] = []      # pushed by this driver since its last merge
         if store.local:
             self.path = store.join("optuna.journal")
         else:
             cache = Path(tempfile.mkdtemp(prefix="memscale-optuna-"))
             self.path = str(cache / "optuna.journal")
-            Path(self.path).write_bytes(store.read_bytes("optuna.journal") or b"")
+            data = self._pull()
+            Path(self.path).write_bytes(data)
+            self.pushed = len(data)
         self.mend()
 
     def mend(self) -> None:
@@ -477,9 +479,55 @@ class Journal:
             print(f"warning: {p}: cut a torn record ({len(data) - keep} bytes) from the end; "
                   "its trial will be asked again", file=sys.stderr)
 
-    def push(self) -> None:
-        if not self.store.local:
-            self.store.write_bytes(Path(self.path).read_bytes(), "optuna.journal")
+    def _pieces(self) -> dict[tuple[int, int], str]:
+        import pyarrow.fs as pafs
+        out = {}
+        for i in self.store.fs.get_file_info(pafs.FileSelector(self.store.join(self.DIR), allow_not_found=True)):
+            a, _, b = i.base_name.partition("-")
+            if a.isdigit() and b.isdigit():
+                out[(int(a), int(b))] = i.base_name
+        legacy = self.store.fs.get_file_info(self.store.join("optuna.journal"))   # one file, before parts
+        if legacy.type == pafs.FileType.File and legacy.size:
+            out.setdefault((0, legacy.size), "")
+        return out
+
+    def _pull(self) -> bytes:
+        pieces = self._pieces()
+        chunks, pos = [], 0
+        while True:
+            nxt = max((p for p in pieces if p[0] == pos), key=lambda p: p[1], default=None)
+            if nxt is None:
+                break
+            name = pieces.pop(nxt)
+            data = self.store.read_bytes(self.DIR, name) if name else self.store.read_bytes("optuna.journal")
+            if data is None or len(data) != nxt[1] - nxt[0]:
+                break
+            chunks.append(data)
+            pos = nxt[1]
+        for (a, b), name in pieces.items():        # covered by a merged chunk: left by a crash
+            if name and b <= pos:
+                self.store.delete(self.DIR, name)
+        return b"".join(chunks)
+
+    def _put(self, start: int, end: int) -> None:
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            data = f.read(end - start)
+        self.store.write_bytes(data, self.DIR, f"{start:016d}-{end:016d}")
+
+    def push(self, final: bool = False) -> None:
+        if self.store.local:
+            return
+        end = os.path.getsize(self.path)
+        if end > self.pushed:
+            self._put(self.pushed, end)
+            self.parts.append((self.pushed, end))
+            self.pushed = end
+        if len(self.parts) >= self.CHUNK or (final and len(self.parts) > 1):
+            self._put(self.parts[0][0], self.parts[-1][1])     # the merged chunk first, then the parts go
+            for a, b in self.parts:
+                self.store.delete(self.DIR, f"{a:016d}-{b:016d}")
+            self.parts = []
 
 
 def check_storage(store: Store) -> None:
@@ -588,7 +636,8 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
                              callbacks=[callback, *tracker_callbacks(spec, store)], verbose=0),
     )
     tuner.fit()
-    searcher.journal.push()
+    searcher.journal.push(final=True)
+    callback.compactor.close()
     left = searcher.remaining()
     print(f"[{spec.study}] done in {time.time() - callback.t0:.0f}s; {searcher.total() - left} of "
           f"{searcher.total()} trials finished", flush=True)

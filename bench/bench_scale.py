@@ -1,0 +1,130 @@
+"""Benchmark (not a test): the results layer at N trials x 10 evaluations (issue 17).
+
+Writes a study through the driver's own writer path, call by call as the results callback makes
+them (Store.write_report per evaluation; at a trial's end Store.drop_after, Store.write_trial and
+the Compactor), with the rows of analysis/synthetic.py, then times the real commands in fresh
+processes. Leaves the study in DIR, prints one JSON line.
+
+    .venv/bin/python bench/bench_scale.py --trials 1000 [--dir DIR]
+
+resume_start_s: a fresh process reads the trials table and builds the searcher (one Optuna study
+per cell, every slot reconciled) until its first trial is suggested; Ray's own start-up, the same
+at any N, is not included.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+STUDY = Path(sys.executable).parent / "study"
+EVALS = 10
+
+
+def rows_of(n: int):
+    """Per trial: (trials row, [(metrics row, curve rows)] * EVALS), from the synthetic columns."""
+    from analysis.synthetic import curves_columns, metrics_columns, trials_columns
+    t = trials_columns(n)
+    m, c = metrics_columns(t, EVALS), curves_columns(t, EVALS)
+    py = lambda v: v.item() if isinstance(v, np.generic) else v                 # noqa: E731
+    by_trial: dict[str, dict[int, list]] = {}
+    for j, (tid, it) in enumerate(zip(c["trial_id"], c["iteration"])):
+        by_trial.setdefault(tid, {}).setdefault(int(it), []).append(j)
+    mk = {(tid, int(it)): j for j, (tid, it) in enumerate(zip(m["trial_id"], m["iteration"]))}
+    for i, tid in enumerate(t["trial_id"]):
+        trial = {k: py(v[i]) for k, v in t.items()}
+        evals = []
+        for it in range(1, EVALS + 1):
+            j = mk.get((tid, it))
+            metrics = {k: py(v[j]) for k, v in m.items()} if j is not None else {"iteration": it, "step": it * 100}
+            curve = [{k: py(v[q]) for k, v in c.items() if k not in ("trial_id", "iteration", "study")}
+                     for q in by_trial.get(tid, {}).get(it, [])]
+            evals.append((metrics, curve))
+        yield trial, evals
+
+
+def write(study_dir: Path, n: int) -> tuple[int, float]:
+    from analysis.synthetic import ONE_OBJECTIVE, SPEC, trials_per_cell
+    from study.results import Compactor, Store
+    store = Store(str(study_dir))
+    # one more slot per cell than the trials written: a resume has trials left to schedule
+    store.write_bytes((SPEC % (trials_per_cell(n) + 1, ONE_OBJECTIVE)).encode(), "spec.yaml")
+    compactor = Compactor(store)
+    reports, busy = 0, 0.0
+    for trial, evals in rows_of(n):
+        t0 = time.perf_counter()
+        for metrics, curve in evals:             # ResultsCallback.on_trial_result
+            store.write_report("synthetic", trial["trial_id"], metrics, curve)
+            reports += 1
+        store.drop_after(trial["trial_id"], EVALS)   # ResultsCallback._finish
+        store.write_trial(trial)
+        compactor.trial_finished()
+        busy += time.perf_counter() - t0
+    t0 = time.perf_counter()
+    compactor.close()                             # the end of the run
+    busy += time.perf_counter() - t0
+    return reports, busy
+
+
+def timed(*args: str) -> tuple[float, float]:
+    """Wall seconds and peak RSS (GB) of one fresh process."""
+    t0 = time.perf_counter()
+    p = subprocess.Popen(list(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(p.pid, 0)
+    wall = time.perf_counter() - t0
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise SystemExit(f"{' '.join(args)} failed: {p.stderr.read().decode()[-2000:]}")
+    return wall, usage.ru_maxrss * 1024 / 1e9
+
+
+def resume_probe(study_dir: str) -> None:
+    """The driver's start-up up to its first suggested trial (study.sweep._run, before Tuner.fit)."""
+    from study.cli import open_study
+    from study.sweep import CellSearcher
+    store, spec = open_study(study_dir)
+    finished = {r["trial_id"]: r for r in store.trial_rows()}
+    searcher = CellSearcher(spec, store, finished)
+    assert searcher.suggest("probe") not in (None, "FINISHED")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--trials", type=int, required=True)
+    ap.add_argument("--dir", default=None, help="where the study is left (default: a new temporary folder)")
+    ap.add_argument("--reuse", action="store_true",
+                    help="time the commands again on the study already in --dir (results_per_s: null)")
+    ap.add_argument("--resume-probe", default=None, help=argparse.SUPPRESS)
+    a = ap.parse_args()
+    if a.resume_probe:
+        resume_probe(a.resume_probe)
+        return
+    d = Path(a.dir) if a.dir else Path(tempfile.mkdtemp(prefix="bench_scale_")) / "synthetic"
+    if d.exists() and any(d.iterdir()) and not a.reuse:
+        raise SystemExit(f"{d}: exists and is not empty")
+    load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    reports, busy = write(d, a.trials) if not a.reuse else (0, 0.0)
+    files = sum(1 for _ in (d / "parquet").rglob("*.parquet"))
+    out = {"trials": a.trials, "files": files, "results_per_s": round(reports / busy, 1) if busy else None}
+    st = str(STUDY)
+    out["sql_count_s"], _ = timed(st, "sql", str(d), "SELECT count(*) FROM metrics")
+    out["sql_group_s"], _ = timed(st, "sql", str(d), "SELECT arch, status, count(*), avg(memory_length) "
+                                  "FROM trials GROUP BY ALL")
+    out["report_s"], out["report_rss_gb"] = timed(st, "report", str(d))
+    out["status_s"], _ = timed(st, "status", str(d))
+    out["resume_start_s"], _ = timed(sys.executable, __file__, "--trials", "0", "--resume-probe", str(d))
+    out = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
+    out.update({"dir": str(d), "load_before": load_before,
+                "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())})
+    print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
