@@ -249,8 +249,6 @@ def run_query(study_dir: str, query: str, write: bool = True) -> tuple[list[str]
     # the query views only when the SQL names one (a word match is enough: binding them is the cost)
     con = connect(study_dir, write=write,
                   queries=any(re.search(rf"\b{n}\b", sql, re.I) for n in query_names()))
-    # the query views only when the SQL names one (a word match is enough: binding them is the cost)
-    con = connect(study_dir, queries=any(re.search(rf"\b{n}\b", sql, re.I) for n in query_names()))
     try:
         cur = retrying(Store(study_dir), lambda: con.execute(sql))
     except duckdb.Error as e:

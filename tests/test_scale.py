@@ -201,10 +201,10 @@ def test_journal_pull_after_a_crash_in_the_middle_of_a_merge(tmp_path):
     from study.sweep import Journal
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
     s = Store("remote", fs=fs)
-    data = b"0123456789abcde"
-    for a, b in ((0, 4), (4, 10), (0, 10), (10, 15)):
+    data = b'{"a":1}\n{"b":2}\n{"c":3}\n'          # journal records: one JSON object a line
+    for a, b in ((0, 8), (8, 16), (0, 16), (16, 24)):
         s.write_bytes(data[a:b], Journal.DIR, f"{a:016d}-{b:016d}")
     j = Journal(s)
-    assert open(j.path, "rb").read() == data and j.pushed == 15
+    assert open(j.path, "rb").read() == data and j.pushed == 24
     assert sorted(p.name for p in (tmp_path / "remote" / Journal.DIR).iterdir()) == [
-        f"{0:016d}-{10:016d}", f"{10:016d}-{15:016d}"]
+        f"{0:016d}-{16:016d}", f"{16:016d}-{24:016d}"]
