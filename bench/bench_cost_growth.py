@@ -18,7 +18,8 @@ the family's own value at T = 256 (target: <= 1.3x). All models live in one proc
 round-robin, (run, T, arch) innermost arch, so a change in the machine's load hits every family
 and length alike; medians of `--runs` timed steps after one untimed warm-up step per (arch, T),
 which is profiled for its peak tensor bytes (study/peak.py): memory per sequence and its
-exponent come from that. A length is skipped when the warm-up projects a step past `--cap` s or a
+exponent come from that, up to `--profile-to` (1,024: profiling a 16k-step loop costs minutes);
+longer lengths get no warm-up (their first timed step is one of the runs). A length is skipped when the warm-up projects a step past `--cap` s or a
 peak past `--mem-cap` GiB (the machine is shared).
 
     .venv/bin/python bench/bench_cost_growth.py --per-token [--runs 3]
@@ -128,25 +129,35 @@ def per_token(args) -> None:
             key = (arch, window, T)
             if prev is not None:
                 (T0, t0, m0) = prev
-                k_t = 2.0 if (arch == "transformer" and window is None) else 1.3
+                k_t = 2.0 if (arch == "transformer" and window is None) else 1.0
                 if t0 * (T / T0) ** k_t > args.cap or m0 * (T / T0) > args.mem_cap * 2 ** 30:
                     info[key] = {"status": "skipped", "why": f"projected > {args.cap:g} s or {args.mem_cap:g} GiB"}
                     continue
             try:
                 fn = stepper(arch, window, T)
-                t = time.perf_counter()
-                _, peak = peak_tensor_bytes(fn)
-                t = time.perf_counter() - t
+                if T <= args.profile_to:
+                    t = time.perf_counter()
+                    _, peak = peak_tensor_bytes(fn)
+                    t = time.perf_counter() - t
+                else:       # no warm-up past profile_to (time); memory projected linearly from the last profiled T
+                    peak = None
+                    t = time.perf_counter()
+                    fn()
+                    t = time.perf_counter() - t
             except (RuntimeError, MemoryError) as e:
                 info[key] = {"status": "error", "why": str(e).splitlines()[0][:120]}
                 continue
-            steps[key], info[key], prev = fn, {"status": "ok", "peak_bytes": peak, "warmup_s": t, "times": []}, (T, t, peak)
-            print(name(arch, window), T, f"warm-up {t:.2f} s, peak {peak / 2 ** 20:.0f} MiB", flush=True)
+            steps[key], info[key] = fn, {"status": "ok", "peak_bytes": peak, "warmup_s": t, "times": []}
+            if peak is None:
+                info[key]["times"].append(t)        # the first timed run
+                peak = prev[2] * T / prev[0]
+            prev = (T, t, peak)
+            print(name(arch, window), T, f"first step {t:.2f} s, peak {peak / 2 ** 20:.0f} MiB", flush=True)
     for r in range(args.runs):
         for T in lens:
             for arch, window in cases:
                 key = (arch, window, T)
-                if key in steps:
+                if key in steps and len(info[key]["times"]) < args.runs:
                     t = time.perf_counter()
                     steps[key]()
                     info[key]["times"].append(time.perf_counter() - t)
@@ -155,10 +166,10 @@ def per_token(args) -> None:
     for arch, window in cases:
         us = {T: median(info[(arch, window, T)]["times"]) / (B * T) * 1e6
               for T in lens if info.get((arch, window, T), {}).get("status") == "ok"}
-        mem = {T: info[(arch, window, T)]["peak_bytes"] / B for T in us}
+        mem = {T: info[(arch, window, T)]["peak_bytes"] / B for T in us if info[(arch, window, T)]["peak_bytes"]}
         base = us.get(lens[0])
         cell = lambda T: (f"{us[T] / base:.2f}x" if T in us and base else info.get((arch, window, T), {}).get("status", "—"))
-        a_m = slope([(T, mem[T]) for T in mem if T >= 1024])
+        a_m = slope(list(mem.items()))
         worst = max((us[T] / base for T in us), default=float("nan")) if base else float("nan")
         rows.append([name(arch, window), f"{base:.1f}" if base else "—", *(cell(T) for T in lens[1:]),
                      f"{worst:.2f}x", f"{mem[max(mem)] / 2 ** 20:.1f} @ {max(mem)}" if mem else "—",
@@ -184,6 +195,8 @@ def main() -> None:
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--mem-cap", type=float, default=3.0, help="GiB of peak tensor memory beyond which a length is skipped")
     ap.add_argument("--archs", nargs="*", help="only these (windowed transformer: transformer@256)")
+    ap.add_argument("--profile-to", type=int, default=1024,
+                    help="--per-token: profile (and warm up) lengths up to this; longer ones are timed cold, 3 runs")
     args = ap.parse_args()
     if args.per_token:
         return per_token(args)
