@@ -15,6 +15,7 @@ from typing import Any, Callable
 import torch
 
 from study.config import Budget, Resolved, flat_params, resolve, seq_len_of
+from study.heap import keep_freed_memory
 from study.memory import EXTEND, evaluate, is_oom, ladder, read_curve
 from study.models import build_model, detach_state
 from study.peak import peak_tensor_bytes
@@ -121,6 +122,8 @@ def train(values: dict[str, Any], budget: Budget, report: Report, resume: dict |
     r: Resolved = resolve(values)
     seed = int(values.get("seed", 0))
     device = pick_device()
+    if device.type == "cpu":
+        keep_freed_memory()     # activations reused between steps, not page-faulted in again (study/heap.py)
     task = build_task(r.task, r.task_cfg)
     seq_len, window = seq_len_of(r), r.train.window
     torch.manual_seed(seed)
