@@ -99,6 +99,9 @@ def per_token(args) -> None:
     from study.models import IO, MODELS, build_model
     from study.peak import peak_tensor_bytes
     torch.set_num_threads(1)
+    if not args.default_malloc:
+        from study.heap import keep_freed_memory
+        keep_freed_memory()         # as a trial does (study/train.py)
     load0, B, D = loadavg(), args.batch, args.d_model
     lens = [256, 1024, 4096, 16384]
     io = IO(d_out=16, vocab_size=16)
@@ -179,7 +182,7 @@ def per_token(args) -> None:
     print(table(["arch", "T=256 µs/token", *(f"T={T} / T=256" for T in lens[1:]), "worst",
                  "MiB per sequence @ T", "mem. exp."], rows))
     print("load:", load0, "->", loadavg())
-    write("cost_per_token", {"load_before": load0, "lens": lens, "batch": B, "d_model": D, "runs": args.runs,
+    write("cost_per_token", {"load_before": load0, "keep_freed_memory": not args.default_malloc, "lens": lens, "batch": B, "d_model": D, "runs": args.runs,
                              "cap_s": args.cap, "mem_cap_gib": args.mem_cap, "rows": out})
 
 
@@ -195,6 +198,8 @@ def main() -> None:
     ap.add_argument("--d-model", type=int, default=128)
     ap.add_argument("--mem-cap", type=float, default=3.0, help="GiB of peak tensor memory beyond which a length is skipped")
     ap.add_argument("--archs", nargs="*", help="only these (windowed transformer: transformer@256)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="--per-token: glibc as shipped, not study.heap.keep_freed_memory as a trial runs")
     ap.add_argument("--profile-to", type=int, default=1024,
                     help="--per-token: profile (and warm up) lengths up to this; longer ones are timed cold, 3 runs")
     args = ap.parse_args()
