@@ -156,6 +156,28 @@ def per_token(args) -> None:
                 peak = prev[2] * T / prev[0]
             prev = (T, t, peak)
             print(name(arch, window), T, f"first step {t:.2f} s, peak {peak / 2 ** 20:.0f} MiB", flush=True)
+    def report(final: bool) -> None:
+        rows, out = [], []
+        for arch, window in cases:
+            us = {T: median(info[(arch, window, T)]["times"]) / (B * T) * 1e6
+                  for T in lens if info.get((arch, window, T), {}).get("status") == "ok"}
+            mem = {T: info[(arch, window, T)]["peak_bytes"] / B for T in us if info[(arch, window, T)]["peak_bytes"]}
+            base = us.get(lens[0])
+            cell = lambda T: (f"{us[T] / base:.2f}x" if T in us and base else info.get((arch, window, T), {}).get("status", "—"))
+            a_m = slope(list(mem.items()))
+            worst = max((us[T] / base for T in us), default=float("nan")) if base else float("nan")
+            rows.append([name(arch, window), f"{base:.1f}" if base else "—", *(cell(T) for T in lens[1:]),
+                         f"{worst:.2f}x", f"{mem[max(mem)] / 2 ** 20:.1f} @ {max(mem)}" if mem else "—",
+                         f"{a_m:.2f}" if a_m is not None else "—"])
+            out.append({"arch": arch, "window": window, "us_per_token": us, "mem_per_seq_bytes": mem,
+                        "points": {T: info.get((arch, window, T)) for T in lens}, "mem_exponent": a_m})
+        print(table(["arch", "T=256 µs/token", *(f"T={T} / T=256" for T in lens[1:]), "worst",
+                     "MiB per sequence @ T", "mem. exp."], rows))
+        print("load:", load0, "->", loadavg())
+        if final:
+            write("cost_per_token", {"load_before": load0, "keep_freed_memory": not args.default_malloc, "lens": lens, "batch": B, "d_model": D, "runs": args.runs,
+                                     "cap_s": args.cap, "mem_cap_gib": args.mem_cap, "rows": out})
+
     for r in range(args.runs):
         for T in lens:
             for arch, window in cases:
@@ -165,25 +187,7 @@ def per_token(args) -> None:
                     steps[key]()
                     info[key]["times"].append(time.perf_counter() - t)
         print(f"run {r + 1}/{args.runs} done, load {loadavg()}", flush=True)
-    rows, out = [], []
-    for arch, window in cases:
-        us = {T: median(info[(arch, window, T)]["times"]) / (B * T) * 1e6
-              for T in lens if info.get((arch, window, T), {}).get("status") == "ok"}
-        mem = {T: info[(arch, window, T)]["peak_bytes"] / B for T in us if info[(arch, window, T)]["peak_bytes"]}
-        base = us.get(lens[0])
-        cell = lambda T: (f"{us[T] / base:.2f}x" if T in us and base else info.get((arch, window, T), {}).get("status", "—"))
-        a_m = slope(list(mem.items()))
-        worst = max((us[T] / base for T in us), default=float("nan")) if base else float("nan")
-        rows.append([name(arch, window), f"{base:.1f}" if base else "—", *(cell(T) for T in lens[1:]),
-                     f"{worst:.2f}x", f"{mem[max(mem)] / 2 ** 20:.1f} @ {max(mem)}" if mem else "—",
-                     f"{a_m:.2f}" if a_m is not None else "—"])
-        out.append({"arch": arch, "window": window, "us_per_token": us, "mem_per_seq_bytes": mem,
-                    "points": {T: info.get((arch, window, T)) for T in lens}, "mem_exponent": a_m})
-    print(table(["arch", "T=256 µs/token", *(f"T={T} / T=256" for T in lens[1:]), "worst",
-                 "MiB per sequence @ T", "mem. exp."], rows))
-    print("load:", load0, "->", loadavg())
-    write("cost_per_token", {"load_before": load0, "keep_freed_memory": not args.default_malloc, "lens": lens, "batch": B, "d_model": D, "runs": args.runs,
-                             "cap_s": args.cap, "mem_cap_gib": args.mem_cap, "rows": out})
+        report(r == args.runs - 1)      # a table after every run: medians so far
 
 
 def main() -> None:
