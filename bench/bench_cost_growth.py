@@ -16,7 +16,8 @@ per-call overheads, not the sequence, dominate).
 attention beside them) at T = 256 ... 16,384, batch 8, d_model 128, 1 thread, each relative to
 the family's own value at T = 256 (target: <= 1.3x). All models live in one process and are timed
 round-robin, (run, T, arch) innermost arch, so a change in the machine's load hits every family
-and length alike; medians of `--runs` timed steps after one untimed warm-up step per (arch, T),
+and length alike; the time is the process's CPU time (user + kernel, `time.process_time`; one
+torch thread), which a shared machine's load inflates far less than wall time; medians of `--runs` timed steps after one untimed warm-up step per (arch, T),
 which is profiled for its peak tensor bytes (study/peak.py): memory per sequence and its
 exponent come from that, up to `--profile-to` (1,024: profiling a 16k-step loop costs minutes);
 longer lengths get no warm-up (their first timed step is one of the runs). A length is skipped when the warm-up projects a step past `--cap` s or a
@@ -144,9 +145,9 @@ def per_token(args) -> None:
                     t = time.perf_counter() - t
                 else:       # no warm-up past profile_to (time); memory projected linearly from the last profiled T
                     peak = None
-                    t = time.perf_counter()
+                    t = time.process_time()
                     fn()
-                    t = time.perf_counter() - t
+                    t = time.process_time() - t
             except (RuntimeError, MemoryError) as e:
                 info[key] = {"status": "error", "why": str(e).splitlines()[0][:120]}
                 continue
@@ -183,9 +184,9 @@ def per_token(args) -> None:
             for arch, window in cases:
                 key = (arch, window, T)
                 if key in steps and len(info[key]["times"]) < args.runs:
-                    t = time.perf_counter()
+                    t = time.process_time()
                     steps[key]()
-                    info[key]["times"].append(time.perf_counter() - t)
+                    info[key]["times"].append(time.process_time() - t)
         print(f"run {r + 1}/{args.runs} done, load {loadavg()}", flush=True)
         report(r == args.runs - 1)      # a table after every run: medians so far
 
