@@ -201,3 +201,22 @@ def test_fused_recurrence_chunked_equals_one_call(arch, monkeypatch):
         for a, b in zip(res[0], other):
             assert a.shape == b.shape and close(a, b)
     assert res[0][-1].abs().sum() > 0        # the last parameter's gradient is not trivially zero
+
+
+def test_ssm_chunked_scan_equals_one_scan_and_the_step_loop(monkeypatch):
+    """ssm.SCAN_CHUNK scans chunks carrying the state: values, final state and gradients equal
+    one scan over T and the step loop (float64), with a live initial state."""
+    from study.models import ssm
+    m = make("ssm", io=FEATURES, n_layers=2)
+    x = rand(2, 23, 3, seed=20)
+    s0 = torch.complex(rand(2, 2, m.cfg.d_state, seed=21), rand(2, 2, m.cfg.d_state, seed=22))
+    res = []
+    for chunk, parallel in ((10 ** 9, True), (5, True), (1, True), (10 ** 9, False)):
+        monkeypatch.setattr(ssm, "SCAN_CHUNK", chunk)
+        m.parallel = parallel
+        y, s = m(x, s0)
+        out = torch.cat([y.flatten(), s.real.flatten() ** 3, s.imag.flatten()])
+        res.append([y, s, *grads(out[None], [x, *m.parameters()])])
+    for other in res[1:]:
+        for a, b in zip(res[0], other):
+            assert a.shape == b.shape and close(a, b, tol=1e-10 * max(1.0, b.abs().max().item()))
