@@ -55,10 +55,10 @@ class _Fused(SequenceModel):
         # One fused call per CHUNK steps, the state carried between calls without detaching:
         # full BPTT, the same function as one call over T (tests/test_models_fast.py checks
         # values and gradients at float64). Why: one call over a long T asks the allocator for
-        # the whole sequence's gate workspace at once (hundreds of MiB at T = 16k), which glibc
-        # serves with fresh mmap pages that fault in on first touch on every step; chunk-sized
-        # buffers are reused from the heap instead, so the cost per token stays flat in T
-        # (BENCHMARKS.md, "Cost per token").
+        # the whole sequence's gate workspace at once (hundreds of MiB at T = 16k); chunks keep
+        # each block ~16 MiB, which the heap kept by study/heap.py can reuse from step to step
+        # (that setting, not the chunking, is what removed the page faults that made the cost
+        # per token grow with T: BENCHMARKS.md, "Cost per token at long T").
         T = h.shape[1]
         if T <= CHUNK:
             return self.rnn(h, state)           # (B, T, D), state (n_layers, B, D) each

@@ -60,8 +60,8 @@ class LRU(nn.Module):
 
     def forward(self, u: torch.Tensor, x0: torch.Tensor | None):
         # Scan SCAN_CHUNK steps at a time, the state carried from chunk to chunk: the scan's work is
-        # T log2(chunk), linear in T, where one scan over T is T log2(T) (1.8x the cost per token
-        # at 16k against 256 before; BENCHMARKS.md, "Cost per token").
+        # T log2(chunk), linear in T, where one scan over T is T log2(T) (BENCHMARKS.md, "Cost per
+        # token at long T": this flattened T = 4,096, 1.49x -> 1.21x of T = 256; 16k is still 1.74x).
         log_lam, b = self.log_lambda(), self.inputs(u)
         hs = []
         for c in range(0, u.shape[1], SCAN_CHUNK):
