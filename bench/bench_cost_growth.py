@@ -11,6 +11,19 @@ Exponents: least-squares slope of log(cost) on log(seq_len) over the lengths >= 
 per-call overheads, not the sequence, dominate).
 
     .venv/bin/python bench/bench_cost_growth.py [--quick]
+
+`--per-token` (issue 19): training seconds per token of every recurrent family (and the TCN and
+attention beside them) at T = 256 ... 16,384, batch 8, d_model 128, 1 thread, each relative to
+the family's own value at T = 256 (target: <= 1.3x). All models live in one process and are timed
+round-robin, (run, T, arch) innermost arch, so a change in the machine's load hits every family
+and length alike; the time is the process's CPU time (user + kernel, `time.process_time`; one
+torch thread), which a shared machine's load inflates far less than wall time; medians of `--runs` timed steps after one untimed warm-up step per (arch, T),
+which is profiled for its peak tensor bytes (study/peak.py): memory per sequence and its
+exponent come from that, up to `--profile-to` (1,024: profiling a 16k-step loop costs minutes);
+longer lengths get no warm-up (their first timed step is one of the runs). A length is skipped when the warm-up projects a step past `--cap` s or a
+peak past `--mem-cap` GiB (the machine is shared).
+
+    .venv/bin/python bench/bench_cost_growth.py --per-token [--runs 3]
 """
 from __future__ import annotations
 
@@ -76,13 +89,127 @@ def slope(points: list[tuple[float, float]]) -> float | None:
     return sum((x - mx) * (y - my) for x, y in pts) / sum((x - mx) ** 2 for x, _ in pts)
 
 
+def per_token(args) -> None:
+    """The --per-token table (module docstring)."""
+    import time
+
+    import torch
+    import torch.nn.functional as F
+
+    from bench.common import loadavg, median, table, write
+    from study.models import IO, MODELS, build_model
+    from study.peak import peak_tensor_bytes
+    torch.set_num_threads(1)
+    if not args.default_malloc:
+        from study.heap import keep_freed_memory
+        keep_freed_memory()         # as a trial does (study/train.py)
+    load0, B, D = loadavg(), args.batch, args.d_model
+    lens = [256, 1024, 4096, 16384]
+    io = IO(d_out=16, vocab_size=16)
+    cases = [(a, None) for a in MODELS.names() if MODELS.get(a).cls.recurrent and a != "tova"]
+    cases += [("tcn", None), ("transformer", 256), ("transformer", None)]
+    if args.archs:
+        cases = [(a, w) for a, w in cases if (a if w is None else f"{a}@{w}") in args.archs]
+    name = lambda a, w: a if w is None else f"{a} (window {w})"
+
+    def stepper(arch, window, T):
+        torch.manual_seed(0)
+        m = build_model(arch, MODELS.get(arch).config(d_model=D), io, T, window).train()
+        opt = torch.optim.Adam(m.parameters(), lr=1e-4)
+        x = torch.randint(0, 16, (B, T), generator=torch.Generator().manual_seed(0))
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            out, _ = m(x)
+            loss = F.cross_entropy(out.reshape(-1, 16), x.reshape(-1))
+            (loss + (m.aux_loss if m.aux_loss is not None else 0)).backward()
+            opt.step()
+        return step
+
+    steps, info = {}, {}
+    for arch, window in cases:              # warm-up (profiled) in increasing T, deciding the skips
+        prev = None
+        for T in lens:
+            key = (arch, window, T)
+            if prev is not None:
+                (T0, t0, m0) = prev
+                k_t = 2.0 if (arch == "transformer" and window is None) else 1.0
+                if t0 * (T / T0) ** k_t > args.cap or m0 * (T / T0) > args.mem_cap * 2 ** 30:
+                    info[key] = {"status": "skipped", "why": f"projected > {args.cap:g} s or {args.mem_cap:g} GiB"}
+                    continue
+            try:
+                fn = stepper(arch, window, T)
+                if T <= args.profile_to:
+                    t = time.perf_counter()
+                    _, peak = peak_tensor_bytes(fn)
+                    t = time.perf_counter() - t
+                else:       # no warm-up past profile_to (time); memory projected linearly from the last profiled T
+                    peak = None
+                    t = time.process_time()
+                    fn()
+                    t = time.process_time() - t
+            except (RuntimeError, MemoryError) as e:
+                info[key] = {"status": "error", "why": str(e).splitlines()[0][:120]}
+                continue
+            steps[key], info[key] = fn, {"status": "ok", "peak_bytes": peak, "warmup_s": t, "times": []}
+            if peak is None:
+                info[key]["times"].append(t)        # the first timed run
+                peak = prev[2] * T / prev[0]
+            prev = (T, t, peak)
+            print(name(arch, window), T, f"first step {t:.2f} s, peak {peak / 2 ** 20:.0f} MiB", flush=True)
+    def report(final: bool) -> None:
+        rows, out = [], []
+        for arch, window in cases:
+            us = {T: median(info[(arch, window, T)]["times"]) / (B * T) * 1e6
+                  for T in lens if info.get((arch, window, T), {}).get("status") == "ok"}
+            mem = {T: info[(arch, window, T)]["peak_bytes"] / B for T in us if info[(arch, window, T)]["peak_bytes"]}
+            base = us.get(lens[0])
+            cell = lambda T: (f"{us[T] / base:.2f}x" if T in us and base else info.get((arch, window, T), {}).get("status", "—"))
+            a_m = slope(list(mem.items()))
+            worst = max((us[T] / base for T in us), default=float("nan")) if base else float("nan")
+            rows.append([name(arch, window), f"{base:.1f}" if base else "—", *(cell(T) for T in lens[1:]),
+                         f"{worst:.2f}x", f"{mem[max(mem)] / 2 ** 20:.1f} @ {max(mem)}" if mem else "—",
+                         f"{a_m:.2f}" if a_m is not None else "—"])
+            out.append({"arch": arch, "window": window, "us_per_token": us, "mem_per_seq_bytes": mem,
+                        "points": {T: info.get((arch, window, T)) for T in lens}, "mem_exponent": a_m})
+        print(table(["arch", "T=256 µs/token", *(f"T={T} / T=256" for T in lens[1:]), "worst",
+                     "MiB per sequence @ T", "mem. exp."], rows))
+        print("load:", load0, "->", loadavg())
+        if final:
+            write("cost_per_token", {"load_before": load0, "keep_freed_memory": not args.default_malloc, "lens": lens, "batch": B, "d_model": D, "runs": args.runs,
+                                     "cap_s": args.cap, "mem_cap_gib": args.mem_cap, "rows": out})
+
+    for r in range(args.runs):
+        for T in lens:
+            for arch, window in cases:
+                key = (arch, window, T)
+                if key in steps and len(info[key]["times"]) < args.runs:
+                    t = time.process_time()
+                    steps[key]()
+                    info[key]["times"].append(time.process_time() - t)
+        print(f"run {r + 1}/{args.runs} done, load {loadavg()}", flush=True)
+        report(r == args.runs - 1)      # a table after every run: medians so far
+
+
 def main() -> None:
     from bench.common import loadavg, table, write
     from study.models import MODELS
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--cap", type=float, default=30.0, help="seconds per step beyond which a length is skipped")
+    ap.add_argument("--per-token", action="store_true", help="the per-token ratio table (module docstring)")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--d-model", type=int, default=128)
+    ap.add_argument("--mem-cap", type=float, default=3.0, help="GiB of peak tensor memory beyond which a length is skipped")
+    ap.add_argument("--archs", nargs="*", help="only these (windowed transformer: transformer@256)")
+    ap.add_argument("--default-malloc", action="store_true",
+                    help="--per-token: glibc as shipped, not study.heap.keep_freed_memory as a trial runs")
+    ap.add_argument("--profile-to", type=int, default=1024,
+                    help="--per-token: profile (and warm up) lengths up to this; longer ones are timed cold, 3 runs")
     args = ap.parse_args()
+    if args.per_token:
+        return per_token(args)
     load0 = loadavg()
     lens = [64, 256, 1024, 4096] if args.quick else [64, 256, 1024, 4096, 16384]
     cases = [(a, None) for a in MODELS.names()] + [("transformer", 256), ("tova", 256)]

@@ -50,6 +50,9 @@ TRIAL_COLUMNS = {
     "solved": "bool", "final_loss": "float", "eval_loss": "float", "started_at": "timestamp",
     "ended_at": "timestamp", "host": "str", "node": "str", "resumed_from_step": "int",
     "code_version": "str", "torch_version": "str",
+    # one training step's peak live tensor bytes (study/peak.py): what the architecture costs;
+    # peak_mem_bytes is the process's resident peak, what the machine paid
+    "peak_tensor_bytes": "int",
 }
 METRIC_COLUMNS = {
     "study": "str", "trial_id": "str", "iteration": "int", "step": "int", "tokens": "int",

@@ -175,3 +175,48 @@ def test_recurrences_import_quietly_when_torchscript_is_deprecated(monkeypatch):
                        rec._indrnn_forward_py(x, torch.ones(3), torch.zeros(2, 3)))
     monkeypatch.undo()
     importlib.reload(rec)
+
+
+# ---- fused recurrences over chunks: the same function as one fused call, full BPTT ------------
+
+@pytest.mark.parametrize("arch", ["lstm", "gru", "rnn", "stable_rnn"])
+def test_fused_recurrence_chunked_equals_one_call(arch, monkeypatch):
+    """rnn.CHUNK splits a long sequence into fused calls that carry the state without detaching;
+    values, the final state and every gradient (inputs, initial state, parameters: the gradient
+    crosses chunk boundaries) must equal one call over the whole sequence."""
+    from study.models import rnn
+    m = make(arch, io=FEATURES, n_layers=2)
+    x = rand(2, 23, 3, seed=12)
+    n = 2 if arch == "lstm" else 1
+    s0 = tuple(0.5 * rand(2, 2, 8, seed=13 + i) for i in range(n))
+    s0 = s0 if arch == "lstm" else s0[0]
+    res = []
+    for chunk in (10 ** 9, 5, 1):     # one call; chunks of 5 (the last one 3 steps); every step alone
+        monkeypatch.setattr(rnn, "CHUNK", chunk)
+        y, s = m(x, s0)
+        st = list(s) if arch == "lstm" else [s]
+        out = torch.cat([y.flatten(), *(t.flatten() ** 3 for t in st)])
+        res.append([y, *st, *grads(out[None], [x, *(s0 if arch == "lstm" else [s0]), *m.parameters()])])
+    for other in res[1:]:
+        for a, b in zip(res[0], other):
+            assert a.shape == b.shape and close(a, b)
+    assert res[0][-1].abs().sum() > 0        # the last parameter's gradient is not trivially zero
+
+
+def test_ssm_chunked_scan_equals_one_scan_and_the_step_loop(monkeypatch):
+    """ssm.SCAN_CHUNK scans chunks carrying the state: values, final state and gradients equal
+    one scan over T and the step loop (float64), with a live initial state."""
+    from study.models import ssm
+    m = make("ssm", io=FEATURES, n_layers=2)
+    x = rand(2, 23, 3, seed=20)
+    s0 = torch.complex(rand(2, 2, m.cfg.d_state, seed=21), rand(2, 2, m.cfg.d_state, seed=22))
+    res = []
+    for chunk, parallel in ((10 ** 9, True), (5, True), (1, True), (10 ** 9, False)):
+        monkeypatch.setattr(ssm, "SCAN_CHUNK", chunk)
+        m.parallel = parallel
+        y, s = m(x, s0)
+        out = torch.cat([y.flatten(), s.real.flatten() ** 3, s.imag.flatten()])
+        res.append([y, s, *grads(out[None], [x, *m.parameters()])])
+    for other in res[1:]:
+        for a, b in zip(res[0], other):
+            assert a.shape == b.shape and close(a, b, tol=1e-10 * max(1.0, b.abs().max().item()))

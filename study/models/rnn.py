@@ -37,6 +37,9 @@ def set_forget_bias(lstm: nn.LSTM, value: float | None) -> None:
         getattr(lstm, f"bias_hh_l{k}")[D:2 * D] = 0.0
 
 
+CHUNK = 1024     # steps per fused call (mix); a module attribute so benchmarks can vary it
+
+
 class _Fused(SequenceModel):
     recurrent = True
     module: type[nn.RNNBase]
@@ -49,7 +52,21 @@ class _Fused(SequenceModel):
                                dropout=cfg.dropout if cfg.n_layers > 1 else 0.0)
 
     def mix(self, h, state):
-        return self.rnn(h, state)               # (B, T, D), state (n_layers, B, D) each
+        # One fused call per CHUNK steps, the state carried between calls without detaching:
+        # full BPTT, the same function as one call over T (tests/test_models_fast.py checks
+        # values and gradients at float64). Why: one call over a long T asks the allocator for
+        # the whole sequence's gate workspace at once (hundreds of MiB at T = 16k); chunks keep
+        # each block ~16 MiB, which the heap kept by study/heap.py can reuse from step to step
+        # (that setting, not the chunking, is what removed the page faults that made the cost
+        # per token grow with T: BENCHMARKS.md, "Cost per token at long T").
+        T = h.shape[1]
+        if T <= CHUNK:
+            return self.rnn(h, state)           # (B, T, D), state (n_layers, B, D) each
+        outs = []
+        for s in range(0, T, CHUNK):
+            out, state = self.rnn(h[:, s:s + CHUNK], state)
+            outs.append(out)
+        return torch.cat(outs, 1), state
 
     def state_size(self, seq_len, window):
         return self.states * self.cfg.n_layers * self.cfg.d_model

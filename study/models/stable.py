@@ -94,8 +94,10 @@ class ForgetBoundedLSTM(nn.Module):
         h, c = state
         gx = x @ self.weight_ih.T + self.bias                       # (B, T, 4D): parallel over time
         outs = []
-        for t in range(x.shape[1]):
-            i, f, z, o = (gx[:, t] + h @ self.weight_hh.T).chunk(4, dim=-1)
+        # unbind once: indexing gx[:, t] per step makes backward add a full (B, T, 4D) zero
+        # gradient per step, O(T^2) (one step at T = 4,096 took 600 s against 9 s at 1,024)
+        for g in gx.unbind(1):
+            i, f, z, o = (g + h @ self.weight_hh.T).chunk(4, dim=-1)
             c = self.f_max * torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(z)
             h = torch.sigmoid(o) * torch.tanh(c)
             outs.append(h)
