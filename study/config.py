@@ -46,7 +46,7 @@ class TrainConfig(BaseModel):
     window: int | None = Field(None, ge=1)      # TBPTT chunk / attention span / KV budget; None = full
     seq_len: int | None = Field(None, ge=2)     # None: what the task needs for its lag
     weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float | None = Field(1.0, gt=0)  # global-norm clip (PAPERS.md §1); None: off (indrnn: step_grad_clip)
+    grad_clip: float | None = Field(1.0, gt=0)  # global-norm clip, as the seed papers' code clips; None: off (indrnn: step_grad_clip)
     tau: float = Field(0.9, gt=0, le=1)         # memory-length threshold on the normalised score
     max_lag: int | None = Field(None, ge=1)     # top of the evaluation ladder; None = 4 x lag
     eval_batch: int = Field(64, ge=1)           # sequences per ladder lag

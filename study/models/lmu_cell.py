@@ -3,7 +3,7 @@
 Legend: B batch, T time steps, D d_model, N memory_size (order).
 
 Unlike `lmu` (the parallel form of Chilkuri & Eliasmith 2021), the memory's input depends on the
-previous hidden state and memory, so it runs one step at a time (PAPERS.md §2, abr/neurips2019
+previous hidden state and memory, so it runs one step at a time (Voelker et al. 2019, abr/neurips2019
 lmu.py):
     u_t = e_x . x_t + e_h . h_{t-1} + e_m . m_{t-1}                 (scalar memory input)
     m_t = Abar m_{t-1} + Bbar u_t                                     (frozen ZOH A, B; lmu.py)

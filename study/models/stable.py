@@ -13,7 +13,7 @@ study sweeps to move that horizon.
   ||W||_2 <= lambda, tanh being 1-Lipschitz (Miller & Hardt sec. 2.2), whatever x; after every
   step the singular values of each layer's W are clipped to lambda (the projection onto the
   spectral-norm ball). State: L x D.
-* `stable_lstm`: PAPERS.md marks the constants of Miller & Hardt's Prop. 2 as recalled, so the
+* `stable_lstm`: the constants of Miller & Hardt's Prop. 2 were not checked against the paper, so the
   sufficient condition is re-derived here, and made to hold for every input, not only the data
   seen. The forget gate is bounded explicitly: f = f_max sigmoid(.), f_max = lambda^2 < 1, so
   f <= f_max whatever the input (the cell is the standard LSTM otherwise). Then from a zero start

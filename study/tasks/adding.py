@@ -6,7 +6,7 @@ target, read out (scored) at the last step only, is their sum; loss is MSE.
 Variant: memscale plants the dependency at an exact distance, as docs/design.md's `lag` requires.
 The first marker is exactly `lag` steps before the read-out; the second is uniform over the
 `lag` steps after it (so its own distance is 0..lag-1). This is IndRNN's layout (one marker in
-the older half, one in the recent half, PAPERS.md section 1) with the old marker's distance
+the older half, one in the recent half; Li et al. 2018) with the old marker's distance
 fixed instead of uniform over [T/2, T); the TCN variant (both markers anywhere) leaves the
 distance random. Sequences are `lag + 1` steps long; shorter lags in a uniform batch simply
 start their markers later (the earlier steps are unmarked values).

@@ -9,7 +9,7 @@ Example (n_symbols=2, alphabet=3, lag=2, marker 4):
     x = 3 1 0 0 4 0 0          y (scored) = . . . . . 3 1
 
 Every symbol is recalled exactly lag + n_symbols + 1 steps after it was shown. The TCN setup
-(PAPERS.md section 4, `x = [10 digits, T-1 zeros, eleven 9s]`, length T + 20) is lag = T - 1.
+(Bai, Kolter & Koltun 2018, locuslab/TCN: `x = [10 digits, T-1 zeros, eleven 9s]`, length T + 20) is lag = T - 1.
 
 Baseline convention: `loss` averages over the scored (recall) positions only, so the memoryless
 baseline is ln(alphabet) per scored step. The TCN paper averages over every position of the

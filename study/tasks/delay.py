@@ -1,5 +1,5 @@
 """Delay: reproduce a band-limited white-noise input `lag` steps later (the LMU capacity task,
-Voelker, Kajic & Eliasmith 2019, `experiments/capacity.ipynb`, PAPERS.md section 2).
+Voelker, Kajic & Eliasmith 2019, `experiments/capacity.ipynb`).
 
 One input channel u_t; the target at step t is u_{t-lag}; the last `n_scored` steps are scored
 (MSE). The input says nothing about which delay to reproduce, so `lag_dist` can only be `fixed`

@@ -1,6 +1,6 @@
 """Pixel-by-pixel digit classification on scikit-learn's bundled 8x8 handwritten digits
 (`sklearn.datasets.load_digits`, 1797 images, no download): a small stand-in for sequential
-and permuted MNIST (Le et al. 2015), which does not fit a 2-core CPU (PAPERS.md, last section).
+and permuted MNIST (Le et al. 2015), which does not fit a 2-core CPU (hours of training).
 
 Two input channels: the pixel intensity / 16, and a flag that is 1 while the image is shown. The
 image is fed row by row, optionally upsampled (each pixel becomes an upsample x upsample block,

@@ -1,7 +1,7 @@
 """Copy-first-input (Vecoven, Ernst & Drion 2021, the bistable recurrent cell paper).
 
 Inputs x_t ~ N(0, 1) i.i.d.; the target, scored at the last step only, is the first input, `lag`
-steps back; loss is MSE (nvecoven/BRC `datasets/datasets.py`, PAPERS.md section 3).
+steps back; loss is MSE (nvecoven/BRC `datasets/datasets.py`; Vecoven et al. 2021).
 
 Departure: a second input channel flags the first input with a 1. With `lag_dist: fixed` it is
 redundant (the first input is always step 0, as in the paper); with uniform lags, shorter
