@@ -1,5 +1,5 @@
 """Multi-query associative recall, MQAR (Arora et al. 2023, Zoology; HazyResearch/zoology
-`data/multiquery_ar.py`; Arora et al. 2023).
+`data/multiquery_ar.py`).
 
 Tokens: 0 blank, keys 1..alphabet, values alphabet+1..2*alphabet (disjoint ranges, as Zoology
 splits its vocabulary in halves). A sequence is n_pairs key-value pairs (distinct keys, values

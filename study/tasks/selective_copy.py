@@ -1,5 +1,5 @@
 """Selective copying (Gu & Dao 2023, Mamba; state-spaces/s4 `copying.py` with variable=True,
-the task of Gu & Dao 2023).
+the task as its authors generate it).
 
 Tokens: 0 noise/blank, 1..alphabet symbols, alphabet+1 the marker. n_symbols symbols are
 scattered among `lag` noise tokens (a region of lag + n_symbols steps), then n_symbols markers;
