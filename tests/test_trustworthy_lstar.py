@@ -16,22 +16,9 @@ from study.models import recurrences
 from study.results import schema
 from study.train import train
 from test_tasks import SMALL, make
+from test_memory import Peek   # a task proxy that remembers its last batch
 
 torch.set_num_threads(1)
-
-
-class Peek:
-    """A task proxy that remembers the last batch it handed out."""
-
-    def __init__(self, task):
-        self.task, self.last = task, None
-
-    def __getattr__(self, k):
-        return getattr(self.task, k)
-
-    def sample(self, *a, **kw):
-        self.last = self.task.sample(*a, **kw)
-        return self.last
 
 
 class Answer(nn.Module):
