@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import math
+import os
 import platform
 import shutil
 import subprocess
@@ -114,6 +115,34 @@ def groups(con, by: list[str], where: str = "TRUE") -> dict[tuple, Group]:
     return out
 
 
+def trajectory(con, by: list[str], where: str = "TRUE") -> dict[tuple, str]:
+    """Median over seeds of the score at the trained lag, at each evaluation: whether a group that
+    failed was still climbing when its budget ran out (undertrained) or never left the memoryless
+    baseline, measured rather than guessed."""
+    cols = ", ".join(f't."{c}"' for c in by)
+    rows = con.execute(f"""
+        SELECT {cols}, c.step, median(c.score)
+        FROM trials t JOIN lag_curves c ON c.trial_id = t.trial_id AND c.lag = t.lag
+        WHERE t.status IN ('completed', 'timeout') AND ({where})
+        GROUP BY ALL ORDER BY ALL""").fetchall()
+    out: dict[tuple, list[tuple[int, float]]] = {}
+    for r in rows:
+        out.setdefault(tuple(r[:len(by)]), []).append((r[len(by)], r[len(by) + 1]))
+    return {k: ", ".join(f"{step}: {score:.2f}" for step, score in v) + diagnosis([x for _, x in v])
+            for k, v in out.items()}
+
+
+def diagnosis(scores: list[float], tau: float = 0.9) -> str:
+    """What the score trajectory says about a group that is not solved at its trained lag."""
+    if not scores or scores[-1] is None or scores[-1] >= tau:
+        return ""
+    if max(scores) <= 0.1:
+        return " (never left the memoryless baseline)"
+    if len(scores) > 1 and scores[-1] - scores[-2] > 0.1:
+        return " (still climbing when the budget ran out)"
+    return " (learnt part of it, then stalled below tau)"
+
+
 def median(xs) -> float | None:
     xs = sorted(x for x in xs if x is not None and math.isfinite(x))
     if not xs:
@@ -134,6 +163,24 @@ def span_s(con) -> float | None:
     return float(v) if v is not None else None
 
 
+def run_log(results: Path) -> dict[str, tuple[float, float, float]]:
+    """study -> (wall seconds summed over its `study run`s, lowest and highest 1-minute load
+    around them), from the log scripts/reproduce_findings.sh keeps in the results root."""
+    p = results / "reproduce_findings.tsv"
+    out: dict[str, tuple[float, float, float]] = {}
+    if not p.exists():
+        return out
+    for line in p.read_text().splitlines()[1:]:
+        f = line.split("\t")
+        if len(f) != 5:
+            continue
+        study, _, before, wall, after = f
+        w, lo, hi = out.get(study, (0.0, math.inf, -math.inf))
+        loads = [float(before), float(after)]
+        out[study] = (w + float(wall), min(lo, *loads), max(hi, *loads))
+    return out
+
+
 def fmt(v, digits: str = ".3g") -> str:
     return "—" if v is None else format(v, digits)
 
@@ -144,12 +191,17 @@ def table(head: list[str], rows: list[list]) -> str:
     return "\n".join(lines)
 
 
-def solved_table(gs: dict[tuple, Group], names: list[str], extra=None) -> str:
+def solved_table(gs: dict[tuple, Group], names: list[str], traj: dict[tuple, str] | None = None) -> str:
     head = names + ["solved k/n [95% CI]", "L* median [min, max]", "final train loss (median)"]
+    if traj is not None:
+        head.append("score at the trained lag by step (median over seeds)")
     rows = []
     for key, g in gs.items():
         row = [("full" if v is None and names[i] == "window" else v) for i, v in enumerate(key)]
-        rows.append(row + [k_of_n(g.solved, g.n), g.lstar_cell(), fmt(median(g.final_loss))])
+        row += [k_of_n(g.solved, g.n), g.lstar_cell(), fmt(median(g.final_loss))]
+        if traj is not None:
+            row.append(traj.get(key, "—"))
+        rows.append(row)
     return table(head, rows)
 
 
@@ -175,7 +227,7 @@ def contrast(winner: Group | None, loser: Group | None) -> str:
 
 def claim_memory(con) -> tuple[str, list[tuple[str, str]]]:
     gs = groups(con, ["task", "arch", "lag"])
-    md = solved_table(gs, ["task", "arch", "lag"])
+    md = solved_table(gs, ["task", "arch", "lag"], trajectory(con, ["task", "arch", "lag"]))
     a = contrast(pick(gs, task="adding", arch="indrnn", lag=200), pick(gs, task="adding", arch="lstm", lag=200))
     b = contrast(pick(gs, task="copy", arch="tcn", lag=200), pick(gs, task="copy", arch="lstm", lag=200))
     return md, [("(a) IndRNN learns adding where the LSTM does not", a),
@@ -210,7 +262,7 @@ def claim_cost(con) -> tuple[str, list[tuple[str, str]]]:
 
 def claim_truncation(con) -> tuple[str, list[tuple[str, str]]]:
     gs = groups(con, ["arch", "contraction", "window"])
-    md = solved_table(gs, ["arch", "contraction", "window"])
+    md = solved_table(gs, ["arch", "contraction", "window"], trajectory(con, ["arch", "contraction", "window"]))
     trunc = [g for k, g in gs.items() if k[2] == 4]
     lstm_full = pick(gs, arch="lstm", contraction=None, window=None)
     lstm_trunc = pick(gs, arch="lstm", contraction=None, window=4)
@@ -245,7 +297,7 @@ def claim_truncation(con) -> tuple[str, list[tuple[str, str]]]:
 
 def claim_short_long(con) -> tuple[str, list[tuple[str, str]]]:
     gs = groups(con, ["arch", "lag"])
-    md = solved_table(gs, ["arch", "lag"])
+    md = solved_table(gs, ["arch", "lag"], trajectory(con, ["arch", "lag"]))
     long_ = {a: pick(gs, arch=a, lag=200) for a in ("lstm", "gru", "brc", "nbrc")}
     bist = [g for a, g in long_.items() if a in ("brc", "nbrc") and g is not None]
     gated = [long_["lstm"], long_["gru"]]
@@ -377,6 +429,7 @@ def build(results: Path, out: Path, figures: Path) -> str:
              "would settle a claim.", "", f"Machine and code: {provenance()}.", "",
              "| claim | study | verdict | trials | run time |", "| --- | --- | --- | --- | --- |"]
     summary_at = len(parts)
+    runs = run_log(results)
     sections = []
     for i, (study, title, fn) in enumerate(CLAIMS, 1):
         d = results / study
@@ -388,13 +441,19 @@ def build(results: Path, out: Path, figures: Path) -> str:
         md, verdicts = fn(con)
         span = span_s(con)
         n = con.execute("SELECT count(*) FROM trials").fetchone()[0]
+        code = ", ".join(r[0] or "unknown" for r in
+                         con.execute("SELECT DISTINCT code_version FROM trials ORDER BY 1").fetchall())
+        wall = runs.get(study)
+        wall_s = (f"; `study run` took {wall[0]:,.0f} s of wall time at a load average of "
+                  f"{wall[1]:.1f}–{wall[2]:.1f} on {os.cpu_count()} cores" if wall else "")
         figs = figures_of(d, figures / study)
         vtxt = "; ".join(f"{name}: **{v}**" for name, v in verdicts)
-        parts.append(f"| {i}. {title} | `{study}` | {vtxt} | {n} | {fmt(span / 60 if span else None, '.1f')} min |")
+        parts.append(f"| {i}. {title} | `{study}` | {vtxt} | {n} | "
+                     f"{fmt(wall[0] / 60 if wall else (span / 60 if span else None), '.1f')} min |")
         sections += [f"## {i}. {title} (`{study}`)", "", f"*Claim and setup.* {claim_text(study)}", "",
                      f"*Rule.* {rule_text(study)}", "",
                      f"*Run.* {n} trials ({status_line(con)}); first trial start to last trial end "
-                     f"{fmt(span, ',.0f')} s.", "", md, "", "*Verdicts.*", ""]
+                     f"{fmt(span, ',.0f')} s{wall_s}; code {code}.", "", md, "", "*Verdicts.*", ""]
         sections += [f"- {name}: **{v}**" for name, v in verdicts] + [""]
         for f in figs:
             rel = f.relative_to(out.parent) if f.is_relative_to(out.parent) else f

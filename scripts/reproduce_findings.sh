@@ -9,9 +9,15 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="${1:-results}"
 studies="memory_per_compute cost_vs_seq_len truncation short_vs_long multi_state text_context"
+mkdir -p "$root"
+log="$root/reproduce_findings.tsv"       # the machine's load around each run: FINDINGS quotes it
+[ -f "$log" ] || printf 'study\tstarted_utc\tload_before\twall_s\tload_after\n' > "$log"
 for s in $studies; do
-    echo "== ${s}_quick  (load $(cut -d' ' -f1-3 /proc/loadavg))"
+    before=$(cut -d' ' -f1 /proc/loadavg); t0=$(date +%s); started=$(date -u +%FT%TZ)
+    echo "== ${s}_quick  (load $before)"
     study run "search_spaces/${s}_quick.yaml" --results "$root"
+    printf '%s\t%s\t%s\t%s\t%s\n' "${s}_quick" "$started" "$before" "$(( $(date +%s) - t0 ))" \
+        "$(cut -d' ' -f1 /proc/loadavg)" >> "$log"
 done
 for s in $studies; do
     study report "$root/${s}_quick"

@@ -47,3 +47,23 @@ def test_every_quick_spec_states_its_rule_before_the_run(path):
 
 def test_every_quick_study_has_a_verdict_function():
     assert sorted(s for s, _, _ in findings.CLAIMS) == sorted(p.stem for p in QUICK)
+
+
+def test_findings_numbers_are_the_tables(tmp_path):
+    """build() on synthetic studies: each k/n it prints is the count SQL gives, a missing study
+    says so, and the cost exponents come from the fitter."""
+    from analysis.db import connect
+    from analysis.synthetic import write_study
+    write_study(tmp_path / "memory_per_compute_quick", n_trials=96)
+    write_study(tmp_path / "cost_vs_seq_len_quick", n_trials=96, seed=1)
+    text = findings.build(tmp_path, tmp_path / "FINDINGS.md", tmp_path / "figs")
+    con = connect(str(tmp_path / "memory_per_compute_quick"), write=False)
+    expect = con.execute("""SELECT task, arch, lag, count(*), count(*) FILTER (WHERE solved) FROM trials
+                            WHERE status IN ('completed', 'timeout') GROUP BY ALL""").fetchall()
+    assert expect
+    for task, arch, lag, n, k in expect:
+        assert f"| {task} | {arch} | {lag} | {findings.k_of_n(k, n)} |" in text
+    assert text.count("*Not run* (no study folder).") == 4
+    section = text.split("## 2. ")[1].split("## 3. ")[0]
+    rows = [r for r in section.splitlines() if "wall_s_per_seq" in r]
+    assert rows and all("[" in r for r in rows)
