@@ -375,16 +375,21 @@ def _irls_power(lx, ly, cens, W, iters: int = IRLS_ITERS) -> np.ndarray:
     majorise-minimise step, so the loss never goes up). A censored point whose prediction is above
     its bound (r0 < 0) costs nothing now, and |r| - delta/2 at most once the prediction falls
     below it; the quadratic centred on the current prediction with weight delta/(2|r0|) lies above
-    that, so it is its step. Returns (B, 2): alpha, c (centred intercept)."""
-    slope, icpt = _wls(lx, ly, W)
+    that, so it is its step. lx, ly, cens: (n,) shared by every row, or (B, n) per row.
+    Returns (B, 2): alpha, c (centred intercept)."""
+    lx, ly, cens = (np.broadcast_to(v, W.shape) for v in (lx, ly, cens))
+    slope = icpt = None
     for _ in range(iters):
-        pred = icpt[:, None] + slope[:, None] * lx[None, :]
-        r = ly[None, :] - pred
-        above = cens[None, :] & (r < 0)
-        target = np.where(above, pred, ly[None, :])
-        a = np.maximum(np.abs(r), 1e-300)
-        wi = W * np.where(above, np.minimum(1.0, HUBER_DELTA / (2 * a)), np.minimum(1.0, HUBER_DELTA / a))
-        # _wls with a per-row target: moments by hand
+        if slope is None:                                 # start: weighted least squares
+            target, wi = ly, W
+        else:
+            pred = icpt[:, None] + slope[:, None] * lx
+            r = ly - pred
+            above = cens & (r < 0)
+            target = np.where(above, pred, ly)
+            a = np.maximum(np.abs(r), 1e-300)
+            wi = W * np.where(above, np.minimum(1.0, HUBER_DELTA / (2 * a)), np.minimum(1.0, HUBER_DELTA / a))
+        # weighted least squares of target on lx, row by row
         sw = wi.sum(1)
         with np.errstate(invalid="ignore", divide="ignore"):
             mx = (wi * lx).sum(1) / sw
@@ -393,8 +398,8 @@ def _irls_power(lx, ly, cens, W, iters: int = IRLS_ITERS) -> np.ndarray:
             sxy = (wi * lx * target).sum(1) / sw - mx * my
             new_slope = np.where(sxx > 1e-12, sxy / sxx, np.nan)
         new_icpt = my - new_slope * mx
-        done = max(np.nanmax(np.abs(new_slope - slope), initial=0.0),
-                   np.nanmax(np.abs(new_icpt - icpt), initial=0.0)) < 1e-9
+        done = slope is not None and max(np.nanmax(np.abs(new_slope - slope), initial=0.0),
+                                         np.nanmax(np.abs(new_icpt - icpt), initial=0.0)) < 1e-9
         slope, icpt = new_slope, new_icpt
         if done:
             break
@@ -466,12 +471,20 @@ def backtest(form: str, lx, ly, cens, split: float = BACKTEST_SPLIT) -> tuple[fl
     return float(np.sqrt(np.mean(r * r))), int(test.sum())
 
 
+def _group_median(v: np.ndarray, inv: np.ndarray, m: int) -> np.ndarray:
+    """Median of v within each of m groups (inv: group of each value), in one sort."""
+    o = np.lexsort((v, inv))
+    vs = v[o]
+    cnt = np.bincount(inv, minlength=m)
+    start = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+    return (vs[start + (cnt - 1) // 2] + vs[start + cnt // 2]) / 2
+
+
 def config_frontier(x, y, cluster) -> np.ndarray:
     """Per point: is its configuration on the frontier of configurations? Each configuration sits
     at the median compute and median L* of its seeds; same rule as frontier_mask."""
     keys, inv = np.unique(cluster, return_inverse=True)
-    cx = np.array([np.median(x[inv == k]) for k in range(len(keys))])
-    cy = np.array([np.median(y[inv == k]) for k in range(len(keys))])
+    cx, cy = _group_median(x, inv, len(keys)), _group_median(y, inv, len(keys))
     o = np.lexsort((-cy, cx))
     on_sorted = frontier_mask(cx[o], cy[o], np.ones((1, len(keys)), dtype=np.int64))[0]
     on = np.empty(len(keys), bool)
@@ -530,7 +543,7 @@ def scaling_law(x, y, cluster=None, *, censored=None, frontier: bool = False, n_
                 chosen = sat
     bt, bt_n = backtest(chosen.form, fl, fy, fc) if compare else (None, 0)
 
-    boot = _cluster_boot(x, y, lx, ly, cens, cluster, frontier, pw.params, n_boot, seed)
+    boot = _cluster_boot(x, y, lx, ly, cens, cluster, frontier, n_boot, seed)
     boot[:, 1] += cy - boot[:, 0] * cx                  # undo the centring: ln a
     ok = np.isfinite(boot).all(1)
     boot = boot[ok]
@@ -553,30 +566,43 @@ def scaling_law(x, y, cluster=None, *, censored=None, frontier: bool = False, n_
                       backtest_rmse=bt, backtest_points=bt_n)
 
 
-def _cluster_boot(x, y, lx, ly, cens, cluster, frontier, start, n_boot, seed) -> np.ndarray:
+def _cluster_boot(x, y, lx, ly, cens, cluster, frontier, n_boot, seed) -> np.ndarray:
     """(B, 2) alpha, c of the power-law Huber fit on resamples of whole configurations: a
-    configuration drawn k times enters with all its seeds at weight k; the configuration frontier
-    is recomputed on each resample."""
+    configuration drawn k times enters with all its seeds at weight k; with frontier=True the
+    configuration frontier is recomputed on each resample. As in _boot_frontier, only the
+    configurations of the first DEPTH frontier layers can reach a resample's frontier, so only
+    they are drawn one by one (a Binomial number of the m draws hit them, uniformly)."""
     rng = np.random.default_rng(seed)
     keys, inv = np.unique(cluster, return_inverse=True)
     m = len(keys)
-    counts = np.zeros((n_boot, m), dtype=np.int64)
-    draws = rng.integers(0, m, size=(n_boot, m))
-    np.add.at(counts, (np.repeat(np.arange(n_boot), m), draws.ravel()), 1)
     if frontier:
-        cxm = np.array([np.median(x[inv == k]) for k in range(m)])
-        cym = np.array([np.median(y[inv == k]) for k in range(m)])
+        cxm, cym = _group_median(x, inv, m), _group_median(y, inv, m)
         o = np.lexsort((-cym, cxm))
-        on = np.empty_like(counts, dtype=bool)
-        on[:, o] = frontier_mask(cxm[o], cym[o], counts[:, o])
-        counts = counts * on
-    W = counts[:, inv].astype(float)
+        cand = o[_candidates(cxm[o], cym[o])]            # still x ascending, ties y descending
+    else:
+        cand = np.arange(m)
+    mc = len(cand)
+    pos = np.full(m, -1)
+    pos[cand] = np.arange(mc)
+    pt = pos[inv] >= 0                                   # points of candidate configurations
+    pinv, lxp, lyp, cp = pos[inv][pt], lx[pt], ly[pt], cens[pt]
     out = np.full((n_boot, 2), np.nan)
-    for b0 in range(0, n_boot, max(1, CHUNK // max(len(x), 1) // 8)):
-        b1 = min(n_boot, b0 + max(1, CHUNK // max(len(x), 1) // 8))
-        out[b0:b1] = _irls_power(lx, ly, cens, W[b0:b1])
-    few = (counts > 0).sum(1) < 2                       # one configuration: no slope to speak of
-    out[few] = np.nan
+    step = max(1, CHUNK // 8 // max(mc + len(lxp), 1))
+    for b0 in range(0, n_boot, step):
+        b = min(step, n_boot - b0)
+        hits = rng.binomial(m, mc / m, size=b)
+        draws = rng.integers(0, mc, size=hits.sum()) + mc * np.repeat(np.arange(b), hits)
+        counts = np.bincount(draws, minlength=b * mc).reshape(b, mc)
+        if frontier:
+            counts = counts * frontier_mask(cxm[cand], cym[cand], counts)
+        W = counts[:, pinv].astype(float)
+        # Most candidates are off a given resample's frontier: pack each row's weighted points to
+        # the left and cut the zero tail, so the refit costs O(frontier), not O(candidates).
+        k = max(int((W > 0).sum(1).max()), 1)
+        idx = np.argsort(W <= 0, axis=1, kind="stable")[:, :k]
+        res = _irls_power(lxp[idx], lyp[idx], cp[idx], np.take_along_axis(W, idx, axis=1))
+        res[(counts > 0).sum(1) < 2] = np.nan           # one configuration: no slope to speak of
+        out[b0:b0 + b] = res
     return out
 
 
