@@ -53,8 +53,9 @@ def plot(con, out_dir: Path) -> list[Path]:
                            label=None if (cens == 0).any() else arch)
             ax.set_xscale("log")
             ax.set_yscale("log")
-            for axis in (ax.xaxis, ax.yaxis):
-                axis.set_minor_formatter(NullFormatter())
+            for axis, lim in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+                if lim[1] > 10 * lim[0]:          # minor labels overlap on long ranges; short ones need them
+                    axis.set_minor_formatter(NullFormatter())
             ax.set_xlabel(label)
             ax.set_ylabel("memory length L* (steps)")
             ax.set_title(f"task {task}: L* vs {what.replace('_', ' ')}", fontsize=10)

@@ -1,5 +1,6 @@
 """Success probability over seeds against the trained lag, one line per arch (a windowed run is
-its own line), with Wilson's 95% interval as a band (the success_rate view). One panel per task.
+its own line), with Wilson's 95% interval as an error bar (the success_rate view); the series are
+nudged sideways a little so their bars do not hide each other. One panel per task.
 Not drawn when no trial carries a `solved` flag."""
 from __future__ import annotations
 
@@ -33,16 +34,18 @@ def plot(con, out_dir: Path) -> list[Path]:
     for ax, task in zip(axes.ravel(), tasks):
         sub = [r for r in rows if str(r[0]) == task]
         series = sorted({(r[1], r[2]) for r in sub}, key=lambda s: (s[0], s[1] is not None, s[1] or 0))
-        for arch, win in series:
+        for j, (arch, win) in enumerate(series):
             pts = [r for r in sub if (r[1], r[2]) == (arch, win)]
             c = color(arch)
             ls = "-" if win is None else "--"
             label = arch if win is None else f"{arch} @window {window_label(win)}"
-            lags = [r[3] for r in pts]
-            ax.plot(lags, [r[6] for r in pts], color=c, ls=ls, marker="o", ms=3.5, lw=1.4, label=label)
-            ax.fill_between(lags, [r[7] for r in pts], [r[8] for r in pts], color=c, alpha=0.13, lw=0)
-            for r in pts:      # k/n beside each point: an interval alone hides how few seeds there were
-                ax.annotate(f"{r[4]}/{r[5]}", (r[3], r[6]), fontsize=6, color=c, xytext=(3, 3),
+            nudge = 2 ** (0.08 * (j - (len(series) - 1) / 2))
+            lags = [r[3] * nudge for r in pts]
+            p = [r[6] for r in pts]
+            ax.errorbar(lags, p, yerr=[[r[6] - r[7] for r in pts], [r[8] - r[6] for r in pts]], color=c, ls=ls,
+                        marker="o", ms=3.5, lw=1.3, elinewidth=0.9, capsize=2, label=label)
+            for x, r in zip(lags if len(series) <= 3 else [], pts):   # k/n: an interval alone hides how few seeds
+                ax.annotate(f"{r[4]}/{r[5]}", (x, r[6]), fontsize=6, color=c, xytext=(3, 3),
                             textcoords="offset points")
         ax.set_xscale("log", base=2)
         label_ticks(ax.xaxis, [r[3] for r in sub])
