@@ -1,5 +1,6 @@
 """Success probability over seeds: success_rate and success_by_config count k of n by the rule
-(diverged seeds are failures, out-of-memory and pruned ones are not outcomes), and their Wilson
+(diverged seeds are failures, timed-out ones are evaluated outcomes, out-of-memory and
+pruned ones are not outcomes), and their Wilson
 intervals equal analysis/success.py's, which equal published values."""
 from __future__ import annotations
 
@@ -33,13 +34,14 @@ def test_success_queries_count_by_the_rule(tmp_path):
         run("c000-t000-s2", "indrnn", 200, "diverged", None, None),       # a failure, counted
         run("c000-t001-s0", "indrnn", 200, "completed", False, 20),
         run("c000-t001-s1", "indrnn", 200, "oom", None, None),            # not an outcome
+        run("c000-t001-s2", "indrnn", 200, "timeout", True, 210),         # evaluated at its wall budget: counted
         run("c001-t000-s0", "lstm", 200, "completed", False, 30),
         run("c001-t000-s1", "lstm", 200, "completed", False, 10),
     ]:
         store.write_trial(r)
     con = db.connect(str(tmp_path))
     by_arch = {r["arch"]: r for r in rows(con, "success_rate")}
-    assert (by_arch["indrnn"]["k"], by_arch["indrnn"]["n"], by_arch["indrnn"]["not_counted"]) == (2, 4, 1)
+    assert (by_arch["indrnn"]["k"], by_arch["indrnn"]["n"], by_arch["indrnn"]["not_counted"]) == (3, 5, 1)
     assert by_arch["indrnn"]["configs"] == 2
     assert (by_arch["lstm"]["k"], by_arch["lstm"]["n"]) == (0, 2)
     for r in by_arch.values():
@@ -51,6 +53,6 @@ def test_success_queries_count_by_the_rule(tmp_path):
     assert (a["lstar_median"], a["lstar_min"], a["lstar_max"], a["lstar_censored"]) == (325, 250, 400, 1)
     assert a["seeds"] == [0, 1, 2]
     b = cfg["c000-t001"]
-    assert (b["k"], b["n"], b["not_counted"], b["lstar_median"]) == (0, 1, 1, 20)
+    assert (b["k"], b["n"], b["not_counted"], b["lstar_median"]) == (1, 2, 1, 115)
     with pytest.raises(ValueError):
         rows(con, "trials")

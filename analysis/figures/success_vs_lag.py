@@ -15,7 +15,7 @@ from analysis.style import color, label_ticks, save, window_label  # noqa: E402
 
 NAME = "success_vs_lag"
 CAPTION = ("Success probability over seeds (k of n solved) against trained lag, per arch, with "
-           "Wilson 95% intervals; diverged seeds count as failures")
+           "Wilson 95% intervals; diverged seeds count as failures, out-of-memory ones not at all")
 MAX_TASKS = 6
 
 

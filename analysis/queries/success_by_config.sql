@@ -1,22 +1,23 @@
 -- For each configuration (cell and slot: same hyperparameters, different seeds), how many seeds solved it (Wilson 95% interval), and how far does L* spread over its seeds?
--- Counting rule and interval as success_rate.sql. L* over the seeds that finished: median, min and
+-- Counting rule and interval as success_rate.sql. L* over the seeds with a final evaluation
+-- (completed or timed out): median, min and
 -- max (with three to five seeds a percentile bootstrap interval is no better than the range);
 -- `lstar_censored` counts seeds whose L* is only a lower bound, so a median among them is one too.
 WITH runs AS (
     SELECT cell, task, arch, lag, "window", regexp_replace(trial_id, '-s[0-9]+$', '') AS config, seed,
            memory_length, coalesce(censored, false) AS censored, status,
-           status IN ('completed', 'diverged') AS counted,
-           status = 'completed' AND coalesce(solved, false) AS ok
+           status IN ('completed', 'timeout', 'diverged') AS counted,
+           status IN ('completed', 'timeout') AND coalesce(solved, false) AS ok
     FROM trials
 ), agg AS (
     SELECT cell, config, task, arch, lag, "window",
            count(*) FILTER (WHERE counted) AS n,
            count(*) FILTER (WHERE ok) AS k,
            count(*) FILTER (WHERE NOT counted) AS not_counted,
-           median(memory_length) FILTER (WHERE status IN ('completed', 'pruned')) AS lstar_median,
-           min(memory_length) FILTER (WHERE status IN ('completed', 'pruned')) AS lstar_min,
-           max(memory_length) FILTER (WHERE status IN ('completed', 'pruned')) AS lstar_max,
-           count(*) FILTER (WHERE status IN ('completed', 'pruned') AND censored) AS lstar_censored,
+           median(memory_length) FILTER (WHERE status IN ('completed', 'timeout')) AS lstar_median,
+           min(memory_length) FILTER (WHERE status IN ('completed', 'timeout')) AS lstar_min,
+           max(memory_length) FILTER (WHERE status IN ('completed', 'timeout')) AS lstar_max,
+           count(*) FILTER (WHERE status IN ('completed', 'timeout') AND censored) AS lstar_censored,
            list(seed ORDER BY seed) AS seeds
     FROM runs
     GROUP BY ALL

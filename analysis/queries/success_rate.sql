@@ -1,13 +1,13 @@
 -- How often does each arch solve each task at each trained lag, over all its seeds and configurations (k of n, Wilson 95% interval)?
--- A seed counts when its training ran to the end or diverged (a diverged seed is a failure to
--- solve, not a missing run); pruned, out-of-memory, timed-out and failed trials are not outcomes
--- of training and are counted in `not_counted` instead. `solved` is the trainer's flag (L* at
+-- A seed counts when its training ran to the end, ran out of wall time (it still gets its final
+-- evaluation) or diverged (a failure to solve, not a missing run); pruned, out-of-memory and
+-- failed trials are not outcomes of training and are counted in `not_counted` instead. `solved` is the trainer's flag (L* at
 -- least the trained lag). The interval is Wilson's score interval (Wilson 1927; Brown, Cai &
 -- DasGupta 2001 recommend it over the normal interval for small n and p near 0 or 1), z = 1.96.
 WITH runs AS (
     SELECT task, arch, lag, "window", regexp_replace(trial_id, '-s[0-9]+$', '') AS config,
-           status IN ('completed', 'diverged') AS counted,
-           status = 'completed' AND coalesce(solved, false) AS ok
+           status IN ('completed', 'timeout', 'diverged') AS counted,
+           status IN ('completed', 'timeout') AND coalesce(solved, false) AS ok
     FROM trials
 ), agg AS (
     SELECT task, arch, lag, "window",
