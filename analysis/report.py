@@ -13,14 +13,15 @@ from pathlib import Path
 
 from analysis import fit
 from analysis.db import fmt_value, query_names, question, snapshot
-from analysis.figures import cost_vs_seq_len, lag_curves, memory_vs_compute, pareto, prediction, score_heatmap
+from analysis.figures import (cost_vs_seq_len, lag_curves, lstar_vs_state, memory_vs_compute, pareto, prediction,
+                              score_heatmap, success_vs_lag)
 from study.results import Store
 
 HTML_ROWS = 50          # rows of each table shown inline; the CSV has all of them
 TRIAL_COLUMNS = ["trial_id", "cell", "arch", "task", "lag", "window", "seq_len", "seed", "d_model", "lr", "params",
                  "train_flops", "wall_s", "peak_mem_bytes", "status", "memory_length", "solved", "final_loss"]
 FIT_COLUMNS = ["task", "arch", "fit", "trials", "n", "n_x", "alpha", "alpha_lo", "alpha_hi", "a", "a_lo", "a_hi",
-               "r2", "note"]
+               "r2", "note", *fit.DIAGNOSTICS]      # the diagnostics are empty on the cost fits
 PROVENANCE = ["code_version", "torch_version", "host", "device", "dtype"]
 CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}
@@ -46,6 +47,14 @@ def _interval(v, lo, hi, digits: str = ".3g") -> str:
     if v is None:
         return ""
     return f"{v:{digits}} [{lo:{digits}}, {hi:{digits}}]"
+
+
+def _form(r: dict) -> str:
+    if not r.get("form"):
+        return ""
+    if r["form"] == "saturating":
+        return f'saturating, L_max {r["l_max"]:.3g}'
+    return r["form"]
 
 
 def _copy_csv(con, sql: str, path: Path) -> None:
@@ -118,17 +127,20 @@ def _write(store: Store, study_dir: str, spec, out: Path, n_boot: int, seed: int
         csvs.append(f"{name}.csv")
     lap("queries")
 
-    fits = fit.memory_fits(con, n_boot, seed)
+    fits = fit.memory_scaling_fits(con, n_boot, seed)
     costs = fit.cost_fits(con, n_boot, seed)
-    fit_rows = [[r[c] for c in FIT_COLUMNS] for r in fits + costs]
+    fit_rows = [[r.get(c) for c in FIT_COLUMNS] for r in fits + costs]
     with open(out / "fits.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(FIT_COLUMNS)
         w.writerows(fit_rows)
-    fit_table = _table(["task", "arch", "fit", "trials", "points", "α [95% CI]", "a [95% CI]", "r²", "note"],
+    fit_table = _table(["task", "arch", "fit", "trials", "points", "α [95% CI]", "a [95% CI]", "r²", "form",
+                        "starts (converged)", "configurations", "backtest RMSE (ln)", "note"],
                        [[r["task"], r["arch"], r["fit"], r["trials"], f'{r["n"]} ({r["n_x"]} distinct x)',
                          _interval(r["alpha"], r["alpha_lo"], r["alpha_hi"], ".3f"),
-                         _interval(r["a"], r["a_lo"], r["a_hi"]), r["r2"], r["note"]] for r in fits + costs],
+                         _interval(r["a"], r["a_lo"], r["a_hi"]), r["r2"], _form(r),
+                         f'{r["restarts"]} ({r["converged"]})' if r.get("restarts") else "",
+                         r.get("clusters") or "", r.get("backtest_rmse"), r["note"]] for r in fits + costs],
                        "fits")
     lap("fits")
 
@@ -143,6 +155,8 @@ def _write(store: Store, study_dir: str, spec, out: Path, n_boot: int, seed: int
         (lambda: lag_curves.plot(con, out), lag_curves.NAME, "Normalised score vs evaluation lag, best trial per cell"),
         (lambda: pareto.plot(con, out, spec.objectives), pareto.NAME,
          "Pareto front over the study's first two objectives"),
+        (lambda: lstar_vs_state.plot(con, out), lstar_vs_state.NAME, lstar_vs_state.CAPTION),
+        (lambda: success_vs_lag.plot(con, out), success_vs_lag.NAME, success_vs_lag.CAPTION),
     ):
         figures.append((paths(), name, caption))
         lap(f"figure {name}")
@@ -189,10 +203,15 @@ def _write(store: Store, study_dir: str, spec, out: Path, n_boot: int, seed: int
 <h2>Trials by status</h2>
 {_table(["status", "trials"], counts, "status")}
 <h2>Scaling-law and cost fits</h2>
-<p>Log-log least squares; intervals are 95% percentile bootstrap over trials ({n_boot} resamples,
-seed {seed}; the frontier is recomputed in every resample). Censored trials (L* only a lower bound)
-stay on the frontier but are left out of the memory fits, as the note column says. Fewer than
-{fit.MIN_POINTS} distinct x values: "too few points". All in fits.csv.</p>
+<p>Memory fits: summed Huber loss (δ = {fit.HUBER_DELTA:g}) of log residuals, minimised by L-BFGS from a
+grid of starts, on each arch's frontier of configurations (every seed a point); censored L* enter as
+lower bounds (a one-sided term). Intervals are 95% percentile cluster bootstrap ({n_boot} resamples,
+seed {seed}): whole configurations with all their seeds are resampled and the frontier recomputed.
+"form" is the one chosen by leave-one-configuration-out error between the power law and a power
+law saturating at a ceiling (l_max in fits.csv); the backtest fits the lower two thirds of the
+log-compute range and scores the rest. Cost fits: log-log least squares, bootstrap over trials.
+Fewer than {fit.MIN_POINTS} distinct x values or configurations: "too few points". All in fits.csv;
+docs/design.md, "Fitting method".</p>
 {fit_table}
 <h2>Figures</h2>
 {figure_html}

@@ -59,6 +59,12 @@ def trials_columns(n_trials: int, seed: int = 0) -> dict[str, np.ndarray]:
     win_i = cell % len(WINDOWS)
     alpha, a, k = (np.array([TRUTH[x][j] for x in archs])[arch_i] for j in range(3))
     seq_len = lag + 20
+    d_model = 16 + (i % 8) * 8
+    # floats carried from step to step: (h, c) for the LSTM, the K/V cache of the window (or the
+    # whole sequence) for the transformer, a receptive field's worth of activations for the TCN
+    keys = np.where(np.array([WINDOWS[w] or 0 for w in cell % len(WINDOWS)]) > 0,
+                    np.array([WINDOWS[w] or 0 for w in cell % len(WINDOWS)]), seq_len)
+    state_size = np.choose(arch_i, [2 * d_model, 2 * d_model * keys, 8 * d_model])
     flops = np.exp(rng.uniform(np.log(1e9), np.log(1e13), n_trials))
     mem = np.floor(a * flops ** alpha * np.exp(rng.normal(0, 0.25, n_trials))).astype(np.int64)
     steps = np.full(n_trials, 1000)
@@ -80,8 +86,8 @@ def trials_columns(n_trials: int, seed: int = 0) -> dict[str, np.ndarray]:
         "study": np.full(n_trials, "synthetic", dtype=object), "trial_id": trial_id, "cell": cells,
         "arch": np.array(archs, dtype=object)[arch_i], "task": np.full(n_trials, "copy", dtype=object),
         "seed": seed_col, "lag": lag, "lag_dist": np.full(n_trials, "uniform", dtype=object),
-        "seq_len": seq_len, "window": windows, "batch_size": np.full(n_trials, batch), "d_model": 16 + (i % 8) * 8,
-        "lr": np.full(n_trials, 1e-3), "params": 1000 + (i % 8) * 500, "train_flops": flops, "tokens": tokens,
+        "seq_len": seq_len, "window": windows, "batch_size": np.full(n_trials, batch), "d_model": d_model,
+        "lr": np.full(n_trials, 1e-3), "params": 1000 + (i % 8) * 500, "state_size": state_size, "train_flops": flops, "tokens": tokens,
         "steps": steps, "wall_s": np.where(failed & (status == "oom"), np.nan, wall), "peak_mem_bytes": peak,
         "device": np.full(n_trials, "cpu", dtype=object), "dtype": np.full(n_trials, "float32", dtype=object),
         "status": status, "memory_length": np.where(failed, -1, mem), "tau": np.full(n_trials, TAU),

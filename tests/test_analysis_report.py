@@ -18,7 +18,8 @@ from analysis.synthetic import TWO_OBJECTIVES, write_study
 from study.config import parse_spec
 from study.results import Store
 
-FIGURES = ["memory_vs_compute", "cost_vs_seq_len", "score_heatmap", "lag_curves", "pareto"]
+FIGURES = ["memory_vs_compute", "cost_vs_seq_len", "score_heatmap", "lag_curves", "pareto", "lstar_vs_state_size",
+           "success_vs_lag"]
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 DUCKDB_CLI = shutil.which("duckdb", path=str(Path(sys.executable).parent)) or shutil.which("duckdb")
 
@@ -89,6 +90,45 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
     # memory fit per arch; time and memory cost per arch and window (the fixture has full and 16)
     assert int(attrs["fit-rows"]) == 3 + 2 * 3 * 2
     assert '<table id="fits">' in dom
+
+
+def test_report_has_the_state_size_and_success_figures_and_fit_diagnostics(report):
+    page = report.read_text()
+    for name in ("lstar_vs_state_size", "success_vs_lag"):
+        assert f'<img id="{name}"' in page, name
+    with open(report.parent / "fits.csv") as f:
+        fits = [r for r in csv.DictReader(f) if r["fit"] == "memory_length ~ train_flops"]
+    for r in fits:
+        assert r["form"] in ("power", "saturating") and int(r["restarts"]) >= 64
+        assert int(r["converged"]) >= 1 and int(r["clusters"]) >= 3
+        assert float(r["loco_power"]) >= 0 and r["backtest_points"] != ""
+    with open(report.parent / "success_rate.csv") as f:
+        rates = list(csv.DictReader(f))
+    counted = [r for r in rates if int(r["n"]) > 0]
+    assert counted and all(float(r["p_lo"]) <= float(r["p"]) <= float(r["p_hi"]) for r in counted)
+    # the transformer ran out of memory at the longest lag: no seed counted, no rate invented
+    assert any(r["n"] == "0" and r["p"] == "" and int(r["not_counted"]) > 0 for r in rates)
+
+
+def test_report_skips_the_new_figures_without_state_size_or_solved(tmp_path):
+    """A study written before state_size and solved existed still reports, without those figures."""
+    store = Store(str(tmp_path))
+    store.write_bytes(b"""study: old
+task: {name: copy}
+grid: {arch: [lstm], lag: [8]}
+search: {d_model: {choice: [16]}}
+trials_per_cell: 3
+objective: {metric: memory_length, mode: max}
+budget: {steps: 10, eval_every: 5}
+""", "spec.yaml")
+    for i, (flops, ml) in enumerate([(1e9, 4), (1e10, 9), (1e11, 20)]):
+        store.write_trial({"study": "old", "trial_id": f"c000-t{i:03d}-s0", "cell": "arch=lstm,lag=8", "arch": "lstm",
+                           "task": "copy", "seed": 0, "lag": 8, "train_flops": flops, "memory_length": ml,
+                           "status": "completed"})
+    page = write_report(str(tmp_path), spec_of(tmp_path)).read_text()
+    assert 'id="memory_vs_compute"' in page
+    for name in ("lstar_vs_state_size", "success_vs_lag"):
+        assert f'id="{name}"' not in page and not (tmp_path / "report" / f"{name}.png").exists()
 
 
 def test_report_on_a_study_without_trials(tmp_path):
