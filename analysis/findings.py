@@ -5,9 +5,8 @@ studies' own tables (scripts/reproduce_findings.sh runs the studies, then this).
 
 Each claim's verdict rule is the "VERDICT RULE" block of its spec's first comment, written before
 the run; the functions below apply that rule to the measured counts and nothing else. Success
-over seeds is k of n with a Wilson 95% interval (Wilson 1927; Brown, Cai & DasGupta 2001 show it
-keeps its coverage at small n where the normal interval does not); L* over seeds is given as its
-median and range, never as the best trial.
+over seeds is k of n with a Wilson 95% interval (analysis/success.py, counted as the success_rate
+view counts); L* over seeds is given as its median and range, never as the best trial.
 """
 from __future__ import annotations
 
@@ -24,22 +23,11 @@ from pathlib import Path
 
 from analysis import fit
 from analysis.db import connect
+from analysis.success import wilson
 from study.results import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "search_spaces"
-Z = 1.959964          # two-sided 95% normal quantile
-
-
-def wilson(k: int, n: int) -> tuple[float, float]:
-    """Wilson score interval for k successes of n (95%)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = k / n
-    den = 1 + Z * Z / n
-    mid = (p + Z * Z / (2 * n)) / den
-    half = Z * math.sqrt(p * (1 - p) / n + Z * Z / (4 * n * n)) / den
-    return max(0.0, mid - half), min(1.0, mid + half)
 
 
 def k_of_n(k: int, n: int) -> str:
@@ -99,13 +87,15 @@ class Group:
 
 
 def groups(con, by: list[str], where: str = "TRUE") -> dict[tuple, Group]:
-    """Trials that finished (completed or timed out), grouped over seeds."""
+    """Trials grouped over seeds, counted as the success_rate view counts them: a completed or
+    timed-out seed counts (it had a final evaluation), a diverged one counts as a failure; pruned,
+    out-of-memory and errored trials are left out (they say nothing about the architecture)."""
     cols = ", ".join(f'"{c}"' for c in by)
     rows = con.execute(f"""
-        SELECT {cols}, count(*), count(*) FILTER (WHERE solved),
+        SELECT {cols}, count(*), count(*) FILTER (WHERE solved AND status != 'diverged'),
                list(memory_length ORDER BY seed), count(*) FILTER (WHERE censored),
                list(final_loss ORDER BY seed), list(eval_loss ORDER BY seed)
-        FROM trials WHERE status IN ('completed', 'timeout') AND ({where})
+        FROM trials WHERE status IN ('completed', 'timeout', 'diverged') AND ({where})
         GROUP BY ALL ORDER BY ALL""").fetchall()
     out = {}
     for r in rows:

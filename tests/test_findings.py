@@ -5,7 +5,8 @@ import pytest
 from scipy.stats import binomtest
 
 from analysis import findings
-from analysis.findings import Group, contrast, wilson
+from analysis.findings import Group, contrast
+from analysis.success import wilson
 from tests.conftest import ROOT
 
 QUICK = sorted((ROOT / "search_spaces").glob("*_quick.yaml"))
@@ -58,8 +59,10 @@ def test_findings_numbers_are_the_tables(tmp_path):
     write_study(tmp_path / "cost_vs_seq_len_quick", n_trials=96, seed=1)
     text = findings.build(tmp_path, tmp_path / "FINDINGS.md", tmp_path / "figs")
     con = connect(str(tmp_path / "memory_per_compute_quick"), write=False)
-    expect = con.execute("""SELECT task, arch, lag, count(*), count(*) FILTER (WHERE solved) FROM trials
-                            WHERE status IN ('completed', 'timeout') GROUP BY ALL""").fetchall()
+    # the success_rate view's counting rule: a diverged seed is a failure, an oom one is not counted
+    expect = con.execute("""SELECT task, arch, lag, count(*), count(*) FILTER (WHERE solved AND status != 'diverged')
+                            FROM trials WHERE status IN ('completed', 'timeout', 'diverged') GROUP BY ALL""").fetchall()
+    assert con.execute("SELECT count(*) FROM trials WHERE status = 'diverged'").fetchone()[0] > 0
     assert expect
     for task, arch, lag, n, k in expect:
         assert f"| {task} | {arch} | {lag} | {findings.k_of_n(k, n)} |" in text
