@@ -195,6 +195,16 @@ def solved_table(gs: dict[tuple, Group], names: list[str], traj: dict[tuple, str
     return table(head, rows)
 
 
+def fits_table(rows: list[dict]) -> str:
+    out = []
+    for r in rows:
+        out.append([r["task"], r["arch"], r.get("form") or "—", fmt(r.get("alpha")),
+                    f"[{fmt(r.get('alpha_lo'))}, {fmt(r.get('alpha_hi'))}]", r.get("clusters", "—"),
+                    f"{r.get('converged', 0)}/{r.get('restarts', 0)}", fmt(r.get("backtest_rmse")), r.get("note") or ""])
+    return table(["task", "arch", "form chosen", "α", "95% interval", "configurations", "starts converged",
+                  "backtest RMSE (ln)", "note"], out)
+
+
 def pick(gs, **want) -> Group | None:
     """The group whose key matches (want is in `by` order)."""
     want_t = tuple(want.values())
@@ -218,6 +228,9 @@ def contrast(winner: Group | None, loser: Group | None) -> str:
 def claim_memory(con) -> tuple[str, list[tuple[str, str]]]:
     gs = groups(con, ["task", "arch", "lag"])
     md = solved_table(gs, ["task", "arch", "lag"], trajectory(con, ["task", "arch", "lag"]))
+    md += "\n\n*L\* against training compute* (`analysis/fit.py` `memory_scaling_fits`: frontier of " \
+          "configurations, summed Huber loss on log residuals, seeds clustered in the bootstrap, censored " \
+          "L\* as lower bounds):\n\n" + fits_table(fit.memory_scaling_fits(con))
     a = contrast(pick(gs, task="adding", arch="indrnn", lag=200), pick(gs, task="adding", arch="lstm", lag=200))
     b = contrast(pick(gs, task="copy", arch="tcn", lag=200), pick(gs, task="copy", arch="lstm", lag=200))
     return md, [("(a) IndRNN learns adding where the LSTM does not", a),
@@ -225,18 +238,32 @@ def claim_memory(con) -> tuple[str, list[tuple[str, str]]]:
 
 
 def claim_cost(con) -> tuple[str, list[tuple[str, str]]]:
-    fits = fit.cost_fits(con)
-    rows, alpha = [], {}
-    for f in fits:
-        what = f["fit"].split(" ~ ")[0]
-        series = f["arch"]                      # "arch" or "arch @window W" (fit.SERIES)
-        arch, _, w = series.partition(" @window ")
-        key = (arch, w or "full")
-        if what == "wall_s_per_seq":
-            alpha[key] = f
-        rows.append([arch, w or "full", what, fmt(f.get("alpha")), f"[{fmt(f.get('alpha_lo'))}, {fmt(f.get('alpha_hi'))}]",
-                     f.get("n"), f.get("note", "")])
-    md = table(["arch", "window", "cost per sequence", "exponent α in seq_len", "95% interval", "points", "note"], rows)
+    """Exponents of time and peak tensor memory per sequence in seq_len, per (arch, window), by the
+    literature fitter (summed Huber on log residuals, grid of L-BFGS starts), with a cluster
+    bootstrap whose clusters are the seq_len points (a point's seeds are resampled together)."""
+    import numpy as np
+    rows = con.execute("""
+        SELECT arch, coalesce(CAST("window" AS VARCHAR), 'full') AS w, seq_len,
+               wall_s * seq_len / tokens AS time_per_seq,
+               peak_tensor_bytes / batch_size AS tensor_bytes_per_seq
+        FROM trials WHERE status = 'completed' AND tokens > 0 AND wall_s > 0 AND seq_len > 0
+        ORDER BY ALL""").fetchall()
+    series: dict[tuple, list] = {}
+    for arch, w, sl, t, m in rows:
+        series.setdefault((arch, w), []).append((sl, t, m))
+    out, alpha = [], {}
+    for key, pts in series.items():
+        x = np.array([p[0] for p in pts], float)
+        for what, j in (("time", 1), ("peak tensor memory", 2)):
+            y = np.array([np.nan if p[j] is None else p[j] for p in pts], float)
+            f = fit.scaling_law(x, y, cluster=x.astype(int).astype(str), compare=False)
+            if what == "time":
+                alpha[key] = f
+            out.append([key[0], key[1], what, fmt(f.alpha), f"[{fmt(f.alpha_lo)}, {fmt(f.alpha_hi)}]",
+                        f"{f.n} ({f.clusters} lengths)", f"{f.converged}/{f.restarts}", f.note])
+    md = table(["arch", "window", "per sequence", "exponent α in seq_len", "95% interval (cluster bootstrap)",
+                "trials", "starts converged", "note"], out)
+    alpha = {k: {"alpha_lo": f.alpha_lo, "alpha_hi": f.alpha_hi} for k, f in alpha.items()}
     att = alpha.get(("transformer", "full"))
     rec = [alpha.get((a, "full")) for a in ("lstm", "gru", "indrnn", "linear_transformer")]
     if att is None or att.get("alpha_lo") is None or any(r is None or r.get("alpha_hi") is None for r in rec):
