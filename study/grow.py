@@ -72,7 +72,7 @@ def load_history(store, text: str | None = None) -> History:
     if text is None:
         return h
     h.versions = [{"version": 1, "file": version_file(1), "time": _now(), "fingerprint": spec_fingerprint(text),
-                   "note": "recorded when first run by a memscale that keeps spec history"}]
+                   "note": "the study's spec before memscale kept spec history", "migrated": True}]
     if _has_results(store):
         h.legacy = legacy_map(parse_spec(text, store.join("spec.yaml"), check_values=False))
     return h
