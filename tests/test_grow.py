@@ -145,24 +145,43 @@ def test_spec_history_and_a_hand_edited_spec(tmp_path):
         grow.check_spec(store, edited, grow.load_history(store))
 
 
+def test_a_changed_spec_without_extend_prints_the_plan(tmp_path):
+    d = tmp_path / "grown"
+    grow.record(Store(str(d)), grow.History(), BASE)       # what `study run` writes before Ray starts
+    before = snapshot(d, everything=True)
+    grown = tmp_path / "v2.yaml"
+    grown.write_text(BASE.replace("arch: [lstm]", "arch: [lstm, gru]").replace("lag: [4, 8]", "lag: [8]"))
+    r = run_cli("run", str(grown), "--results", str(tmp_path))
+    assert r.returncode == 2 and "--extend" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert "grow from spec version 1 to 2" in r.stdout and "1 kept, 1 added, 1 dropped" in r.stdout
+    assert "+ c" in r.stdout and "arch=gru,lag=8" in r.stdout and "2 to run" in r.stdout
+    assert snapshot(d, everything=True) == before         # nothing written
+
+
 def test_the_command_refuses_a_hand_edited_spec(tmp_path):
     d = tmp_path / "grown"
     grow.record(Store(str(d)), grow.History(), BASE)       # what `study run` writes before Ray starts
     (d / "spec.yaml").write_text(BASE.replace("lag: [4, 8]", "lag: [8, 4]"))
-    before = snapshot(d)
+    before = snapshot(d, everything=True)
     for args in (("resume", str(d)), ("status", str(d)), ("run", str(d / "spec.yaml"), "--results", str(tmp_path), "--extend")):
         r = run_cli(*args)
         assert r.returncode == 2 and "edited by hand" in r.stderr and "Traceback" not in r.stderr, args
         assert len(r.stderr.strip().splitlines()) == 1
-    assert snapshot(d) == before                           # nothing written
+    assert snapshot(d, everything=True) == before          # nothing written
 
 
 # ---- real sweeps -----------------------------------------------------------------------------
 
-def snapshot(d: Path) -> dict[str, bytes]:
-    """Every result file's bytes: Parquet rows, checkpoints, spec history."""
-    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*"))
-            if p.is_file() and p.parts[len(d.parts)] in ("parquet", "checkpoints", "specs", "spec.yaml")}
+def snapshot(d: Path, everything: bool = False) -> dict[str, bytes]:
+    """The bytes of every result file (Parquet rows, checkpoints, earlier spec versions), or of
+    every file in the folder."""
+    return {str(p.relative_to(d)): p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file() and (
+        everything or p.parts[len(d.parts)] in ("parquet", "checkpoints") or p.suffix == ".yaml" and p.parent.name == "specs")}
+
+
+def unchanged(before: dict[str, bytes], d: Path) -> bool:
+    now = snapshot(d)
+    return all(now.get(k) == v for k, v in before.items())
 
 
 def tune_trials(d: Path) -> set[str]:
@@ -195,9 +214,6 @@ def test_extend_runs_exactly_the_new_trials(tmp_path, write_spec):
     # one more seed, one more arch, one more trial per cell
     v2 = v1.replace("arch: [lstm]", "arch: [lstm, gru]").replace("trials_per_cell: 1", "trials_per_cell: 2\nseeds: [0, 1]")
     second = write_spec(v2, "v2.yaml")
-    r = run_cli("run", str(second), "--results", str(tmp_path))       # without --extend: the plan, exit 2
-    assert r.returncode == 2 and "--extend" in r.stderr and "1 kept, 1 added, 0 dropped" in r.stdout
-    assert snapshot(d) == before
     r = run_cli("run", str(second), "--results", str(tmp_path), "--extend")
     assert r.returncode == 0, r.stderr[-3000:]
     assert "7 to run" in r.stdout and "2 cells, 8 trials, 7 to run" in r.stdout
@@ -205,8 +221,7 @@ def test_extend_runs_exactly_the_new_trials(tmp_path, write_spec):
     rows = sql(d, "SELECT trial_id, arch, seed, lr, spec_version FROM trials ORDER BY trial_id")
     new = {t for t, *_ in rows} - {old}
     assert len(rows) == 8 and tune_trials(d) == new                  # exactly the new trials ran
-    assert {k: v for k, v in snapshot(d).items() if k in before and k != "spec.yaml"} == \
-        {k: v for k, v in before.items() if k != "spec.yaml"}          # the old rows, byte for byte
+    assert unchanged(before, d)                                      # the old rows, byte for byte
     assert {(t == old, v) for t, *_, v in rows} == {(True, 1), (False, 2)}
     lr = {}
     for t, arch, seed, rate, _ in rows:                              # a slot's seeds share its configuration
@@ -218,10 +233,11 @@ def test_extend_runs_exactly_the_new_trials(tmp_path, write_spec):
 
     r = run_cli("status", str(d))
     assert r.returncode == 0 and "cells done 2/2, trials finished 8/8 (spec version 2 of 2)" in r.stdout
-    r = run_cli("report", str(d))
-    assert r.returncode == 0, r.stderr
-    page = (d / "report" / "report.html").read_text()
-    assert re.search(r"spec version 1</td><td>1<", page) and re.search(r"spec version 2</td><td>7<", page)
+    from analysis.db import connect
+    from analysis.report import spec_versions                       # the report's "Spec versions" table
+    got = spec_versions(Store(str(d)), connect(str(d), write=False, queries=False), True)
+    assert [(v, n, note) for v, n, _, note in got] == [("spec version 1", 1, None),
+                                                       ("spec version 2", 7, "study run --extend")]
 
 
 @pytest.mark.slow
@@ -229,7 +245,8 @@ def test_a_longer_budget_continues_from_checkpoints_through_a_kill(tmp_path, wri
     """budget.steps 20 -> 200: each trial goes on from its final checkpoint as `-b200`, the old rows
     stay; the extended run is killed (SIGKILL) mid-way and resumed; nothing lost, nothing twice.
     Then a change of meaning (d_model) makes a new cell and leaves the old one's rows alone."""
-    v1 = BASE.replace("lag: [4, 8]", "lag: [4]").replace("trials_per_cell: 1", "trials_per_cell: 2")
+    v1 = BASE.replace("lag: [4, 8]", "lag: [4]").replace("trials_per_cell: 1", "trials_per_cell: 2") \
+        .replace("eval_every: 10", "eval_every: 20")
     r = run_cli("run", str(write_spec(v1, "v1.yaml")), "--results", str(tmp_path))
     assert r.returncode == 0, r.stderr[-3000:]
     d = tmp_path / "grown"
@@ -239,7 +256,7 @@ def test_a_longer_budget_continues_from_checkpoints_through_a_kill(tmp_path, wri
     v2 = v1.replace("steps: 20", "steps: 200")
     p = start("run", str(write_spec(v2, "v2.yaml")), "--results", str(tmp_path), "--extend")
     metrics = d / "parquet" / "metrics"
-    wait_until(lambda: sum(1 for f in metrics.glob("*-b200-*/*.parquet")) >= 4, p)
+    wait_until(lambda: sum(1 for f in metrics.glob("*-b200-*/*.parquet")) >= 3, p)
     crash(p)
     assert not list((d / "parquet" / "trials").glob("*-b200-*"))      # killed before any continuation finished
     p = start("resume", str(d))
@@ -252,12 +269,11 @@ def test_a_longer_budget_continues_from_checkpoints_through_a_kill(tmp_path, wri
     for t, steps, cont, resumed, version in rows:
         assert (steps, cont, version) == ((200, 20, 2) if "-b200-" in t else (20, None, 1)), t
     assert any(r[3] for r in rows if "-b200-" in r[0])             # the killed continuation went on from its own checkpoint
-    assert {k: v for k, v in snapshot(d).items() if k in before and k != "spec.yaml"} == \
-        {k: v for k, v in before.items() if k != "spec.yaml"}
+    assert unchanged(before, d)
     its = sql(d, "SELECT trial_id, count(*), count(DISTINCT iteration), min(step), max(step) FROM metrics GROUP BY 1")
     for t, n, distinct, lo, hi in its:
         assert n == distinct, t                                        # exactly once
-        assert (lo, hi, n) == ((30, 200, 18) if "-b200-" in t else (10, 20, 2)), t   # steps go on from 20
+        assert (lo, hi, n) == ((40, 200, 9) if "-b200-" in t else (20, 20, 1)), t   # steps go on from 20
 
     # a change of meaning: a new cell; the old one is dropped, its rows kept
     v3 = v2.replace("d_model: 8", "d_model: 12").replace("trials_per_cell: 2", "trials_per_cell: 1")
@@ -277,12 +293,12 @@ def test_a_study_written_before_content_ids_resumes_and_grows(tmp_path):
     c001, no spec history) from tests/data/legacy_study.yaml; see tests/data/README.md."""
     d = tmp_path / "legacy"
     shutil.copytree(ROOT / "tests" / "data" / "legacy_study", d)
-    before = snapshot(d)
+    before, old_spec = snapshot(d), (d / "spec.yaml").read_bytes()
     r = run_cli("status", str(d))
     assert r.returncode == 0 and "c000 arch=lstm,lag=4" in r.stdout and "trials finished 2/2" in r.stdout
     r = run_cli("resume", str(d))
     assert r.returncode == 0 and "0 to run" in r.stdout, r.stderr[-3000:]
-    assert (d / "specs" / "0001.yaml").read_bytes() == before["spec.yaml"]   # recorded as version 1
+    assert (d / "specs" / "0001.yaml").read_bytes() == old_spec              # recorded as version 1
 
     # the grid list reordered and a seed added: the old cells keep their ids and Optuna studies
     text = (ROOT / "tests" / "data" / "legacy_study.yaml").read_text()
@@ -296,6 +312,5 @@ def test_a_study_written_before_content_ids_resumes_and_grows(tmp_path):
     assert [(t, lag, v) for t, lag, _, v in rows] == [("c000-t000-s0", 4, None), ("c000-t000-s1", 4, 2),
                                                       ("c001-t000-s0", 8, None), ("c001-t000-s1", 8, 2)]
     assert rows[0][2] == rows[1][2] and rows[2][2] == rows[3][2]          # the new seeds share their slot's lr
-    assert {k: v for k, v in snapshot(d).items() if k in before and k != "spec.yaml"} == \
-        {k: v for k, v in before.items() if k != "spec.yaml"}
+    assert unchanged(before, d)
     assert sorted(optuna.get_all_study_names(journal(d))) == ["arch=lstm,lag=4", "arch=lstm,lag=8"]
