@@ -131,21 +131,21 @@ class Wanted:
 
     def __init__(self, budget: Budget, finished: dict[str, dict]):
         self.budget = budget
-        self.latest: dict[tuple[str, int, int], dict] = {}
+        self.latest: dict[tuple[str, int, int], tuple[str, dict]] = {}   # (cell, slot, seed) -> its longest run
         for tid, row in finished.items():
             p = parse_trial_id(tid)
             if p is None:
                 continue
-            k = p[:3]
-            cur = self.latest.get(k)
-            if cur is None or (row.get("steps") or 0) > (cur.get("steps") or 0):
-                self.latest[k] = row
+            cur = self.latest.get(p[:3])
+            if cur is None or (row.get("steps") or 0) > (cur[1].get("steps") or 0):
+                self.latest[p[:3]] = (tid, row)
 
     def want(self, cell_id: str, slot: int, seed: int) -> tuple[str, str | None]:
         """(the trial id needed, the finished trial it continues from, or None)."""
-        row = self.latest.get((cell_id, slot, seed))
-        if row is None:
+        got = self.latest.get((cell_id, slot, seed))
+        if got is None:
             return trial_id(cell_id, slot, seed), None
+        tid, row = got
         if continuable(row, self.budget):
-            return trial_id(cell_id, slot, seed, self.budget.steps), row["trial_id"]
-        return row["trial_id"], None
+            return trial_id(cell_id, slot, seed, self.budget.steps), tid
+        return tid, None
