@@ -6,6 +6,7 @@ import base64
 import csv
 import datetime as dt
 import html
+import json
 import shutil
 import tempfile
 import time
@@ -69,6 +70,24 @@ def _figure(paths: list[Path], name: str, caption: str) -> str:
     data = base64.b64encode(png.read_bytes()).decode()
     return (f'<figure><img id="{name}" alt="{html.escape(caption)}" src="data:image/png;base64,{data}">'
             f'<figcaption>{html.escape(caption)} (also {name}.svg)</figcaption></figure>')
+
+
+def spec_versions(store: Store, con, has_column: bool) -> list[tuple]:
+    """(spec version, trials, time recorded, note) for every version of the study's spec
+    (specs/index.json, written by study/grow.py) and the trials each contributed."""
+    counts = dict(con.execute("SELECT spec_version, count(*) FROM trials GROUP BY 1").fetchall()) if has_column \
+        else {None: con.execute("SELECT count(*) FROM trials").fetchone()[0]}
+    try:
+        versions = json.loads(store.read_bytes("specs", "index.json") or b"{}").get("versions", [])
+    except ValueError:
+        versions = []
+    if versions and versions[0].get("migrated"):      # a study from before spec history: its rows are version 1's
+        counts[1] = counts.get(1, 0) + counts.pop(None, 0)
+    rows = [(f"spec version {v['version']}", counts.pop(v["version"], 0), v.get("time"), v.get("note"))
+            for v in versions]
+    rows += [("before spec history" if k is None else f"spec version {k}", n, None, None)
+             for k, n in sorted(counts.items(), key=lambda kv: (kv[0] is not None, kv[0] or 0)) if n]
+    return rows
 
 
 def write_report(study_dir: str, spec, n_boot: int = fit.N_BOOT, seed: int = 0,
@@ -167,7 +186,8 @@ def _write(store: Store, study_dir: str, spec, out: Path, n_boot: int, seed: int
         + _table(prediction.COLUMNS, pred.table, "prediction") + _figure(pred.paths, prediction.NAME, prediction.CAPTION))
     lap("prediction")
 
-    cols = [c for c in TRIAL_COLUMNS if c in {d[0] for d in con.execute("DESCRIBE trials").fetchall()}]
+    described = {d[0] for d in con.execute("DESCRIBE trials").fetchall()}
+    cols = [c for c in TRIAL_COLUMNS if c in described]
     col_sql = ", ".join(f'"{c}"' for c in cols)
     _copy_csv(con, "SELECT * FROM trials ORDER BY cell, trial_id", out / "trials.csv")
     top = con.execute(f"SELECT {col_sql} FROM trials ORDER BY memory_length DESC NULLS LAST, trial_id "
@@ -185,6 +205,7 @@ def _write(store: Store, study_dir: str, spec, out: Path, n_boot: int, seed: int
         csv.writer(f).writerows([("status", "trials"), *counts])
     with open(out / "provenance.csv", "w", newline="") as f:
         csv.writer(f).writerows([("field", "value", "trials"), *prov])
+    versions_rows = spec_versions(store, con, "spec_version" in described)
     lap("tables")
 
     import duckdb
@@ -221,6 +242,11 @@ docs/design.md, "Fitting method".</p>
 {"".join(sections)}
 <h2>Trials with the longest memory</h2>
 {_table(cols, top, "trials", n_trials, "trials.csv")}
+<h2>Spec versions</h2>
+<p>The spec versions whose trials are in this report (a study grown with <code>study run --extend</code>
+has several; each is kept in specs/; "before spec history": trials of a study written before
+memscale recorded versions).</p>
+{_table(["spec version", "trials", "recorded", "note"], versions_rows, "spec_versions")}
 <h2>Spec</h2><pre id="spec">{html.escape(spec_text)}</pre>
 <h2>Provenance</h2>
 <p>First trial started {fmt_value(span[0])}, last ended {fmt_value(span[1])}; {fmt_value(span[2])} training seconds and

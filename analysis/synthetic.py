@@ -14,7 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from study.config import Cell
+from study.config import cells as grid_cells, parse_spec
 from study.results import Store, make_trial_id, schema
 
 # arch -> (alpha, a, cost exponent in seq_len)
@@ -46,7 +46,7 @@ def trials_per_cell(n_trials: int) -> int:
     return max(1, -(-n_trials // (2 * n_cells)))
 
 
-def trials_columns(n_trials: int, seed: int = 0) -> dict[str, np.ndarray]:
+def trials_columns(n_trials: int, seed: int = 0, objectives: str = ONE_OBJECTIVE) -> dict[str, np.ndarray]:
     """Column arrays of n_trials trials spread over the grid (arch x lag x window), 2 seeds per slot."""
     rng = np.random.default_rng(seed)
     archs = list(TRUTH)
@@ -79,8 +79,9 @@ def trials_columns(n_trials: int, seed: int = 0) -> dict[str, np.ndarray]:
     cells = np.array([f"arch={archs[ai]},lag={lg},window={'full' if WINDOWS[w] is None else WINDOWS[w]}"
                       for ai, lg, w in zip(arch_i, lag, win_i)], dtype=object)
     windows = np.array([WINDOWS[w] for w in win_i], dtype=object)
-    # the project's own ids (cells in the spec's grid order: arch, lag, window)
-    trial_id = np.array([make_trial_id(Cell(int(c), ()), int(s // n_cells), int(sd))
+    # the project's own ids (cells in the spec's grid order: arch, lag, window; content-addressed)
+    grid = grid_cells(parse_spec(SPEC % (1, objectives), check_values=False))
+    trial_id = np.array([make_trial_id(grid[int(c)], int(s // n_cells), int(sd))
                          for c, s, sd in zip(cell, slot, seed_col)], dtype=object)
     return {
         "study": np.full(n_trials, "synthetic", dtype=object), "trial_id": trial_id, "cell": cells,
@@ -175,8 +176,9 @@ def write_study(study_dir: str | Path, n_trials: int = 96, iterations: int = 2, 
     """Write a synthetic study. layout "per_trial" is the sweep's (one file per trial and per
     iteration, through Store); "bulk" writes a few large files, for benchmarks at 100k trials."""
     store = Store(str(study_dir))
-    store.write_bytes((SPEC % (trials_per_cell(n_trials), objectives)).encode(), "spec.yaml")
-    t = trials_columns(n_trials, seed)
+    from study import grow
+    grow.record(store, grow.History(), SPEC % (trials_per_cell(n_trials), objectives))   # as `study run` does
+    t = trials_columns(n_trials, seed, objectives)
     m = metrics_columns(t, iterations)
     if layout == "per_trial":
         c = curves_columns(t, iterations, seed)

@@ -54,8 +54,11 @@ def open_study(path: str):
     if text is None:
         raise UsageError(f"{path}: not a study folder (no spec.yaml); run `study run SPEC` first")
     try:
+        from study import grow
+        # a hand-edited spec.yaml is refused: the results were produced under the recorded versions
+        current = grow.check_spec(store, text.decode("utf-8"), grow.load_history(store))
         # validated in full when it was run; an older memscale's spec still opens
-        return store, parse_spec(text.decode("utf-8"), f"{path}/spec.yaml", check_values=False)
+        return store, parse_spec(current, f"{path}/spec.yaml", check_values=False)
     except UnicodeDecodeError:
         raise UsageError(f"{path}/spec.yaml: not UTF-8 text") from None
     except SpecError as e:
@@ -65,19 +68,12 @@ def open_study(path: str):
 def prepare_folder(a, spec, text: str, path: str):
     """The study folder for `study run`, with the spec frozen in it (a Store)."""
     from study.results import Store
+    from study import grow
     store = Store(path)
     old = store.read_bytes("spec.yaml")
+    if old is not None and not a.force_new:
+        return extend_folder(a, spec, text, path, store, old.decode("utf-8", "replace"))
     if old is not None:
-        try:
-            same = spec_fingerprint(old.decode("utf-8", "replace")) == spec_fingerprint(text)
-        except Exception:         # noqa: BLE001 - an unreadable old spec is a different spec
-            same = False
-        if same and not a.force_new:
-            raise UsageError(f"{path}: already holds study {spec.study!r}; continue it with "
-                             f"`study resume {path}`")
-        if not a.force_new:
-            raise UsageError(f"{path}: holds study {spec.study!r} with a different spec; "
-                             f"resume it, or pass --force-new to move it aside and start again")
         if not store.local:
             raise UsageError(f"{path}: --force-new cannot move a remote folder; delete it yourself")
         if Path(store.path).resolve() == Path(a.results).resolve():   # never move the results root
@@ -89,7 +85,36 @@ def prepare_folder(a, spec, text: str, path: str):
     elif store.fs.get_file_info(FileSelector(store.path, allow_not_found=True)):
         raise UsageError(f"{path}: exists and is not a memscale study folder; choose another --results")
     check_trackers(spec.log, store.local)        # a tracker that cannot run: exit 2, nothing written
-    store.write_bytes(text.encode(), "spec.yaml")
+    grow.record(store, grow.History(), text)     # spec.yaml, and version 1 in specs/
+    return store
+
+
+def extend_folder(a, spec, text: str, path: str, store, old: str):
+    """`study run` on an existing study: the same spec is resumed with `study resume`; a changed
+    one prints the plan (cells kept, added, dropped; trials to run) and, with --extend, is recorded
+    as the next spec version and runs only what is new (study/grow.py)."""
+    from study import grow
+    history = grow.load_history(store, old)
+    current = grow.check_spec(store, old, history)          # a hand-edited spec.yaml: exit 2
+    try:
+        same = spec_fingerprint(current) == spec_fingerprint(text)
+        old_spec = parse_spec(current, f"{path}/spec.yaml", check_values=False)
+    except (SpecError, UnicodeDecodeError, ValueError):    # an unreadable old spec is a different spec
+        same, old_spec = False, None
+    if same and not a.extend:
+        raise UsageError(f"{path}: already holds study {spec.study!r}; continue it with `study resume {path}`")
+    finished = {r["trial_id"]: r for r in store.trial_rows(["trial_id", "status", "steps", "train_flops"])}
+    plan = grow.make_plan(old_spec, spec, history.legacy, finished)
+    n = history.version or 0
+    for line in plan.lines(spec.study, n, n if same else n + 1):
+        print(line)
+    if not a.extend:
+        raise UsageError(f"{path}: holds study {spec.study!r} with a different spec; pass --extend to grow it "
+                         f"as planned above (nothing already run is redone), or --force-new to move it aside "
+                         f"and start again")
+    grow.refuse_if_running(store)
+    check_trackers(spec.log, store.local)
+    grow.record(store, history, text, note=None if same else "study run --extend")
     return store
 
 
@@ -119,33 +144,41 @@ def cmd_run(a) -> int:
     except UsageError:
         # refused before anything ran (resources, another driver's Ray): leave no folder behind,
         # so the same command works once the cause is fixed
-        if store.local and {p.name for p in Path(store.path).iterdir()} <= {"spec.yaml", "optuna.journal", "driver.json", "prediction.json"}:
+        if store.local and {p.name for p in Path(store.path).iterdir()} <= {"spec.yaml", "specs", "optuna.journal", "driver.json", "prediction.json"}:
             shutil.rmtree(store.path)
         raise
 
 
 def cmd_resume(a) -> int:
     store, spec = open_study(a.dir)
+    from study import grow
+    grow.migrate(store, grow.load_history(store))   # a study from before spec history: record it
     from study.sweep import run_study
     return run_study(spec, store, a.address)
 
 
 def cmd_status(a) -> int:
     store, spec = open_study(a.dir)
-    from study.results import make_trial_id, pid_alive    # not study.sweep: no Ray import for a status
-    rows = {r["trial_id"]: r for r in store.trial_rows(["trial_id", "status", "memory_length"])}
-    grid = cells(spec)
+    from study import grow
+    from study.identity import Wanted, parse_trial_id, study_cells
+    from study.results import pid_alive    # not study.sweep: no Ray import for a status
+    rows = {r["trial_id"]: r for r in store.trial_rows(["trial_id", "status", "memory_length", "steps", "train_flops"])}
+    history = grow.load_history(store)
+    grid = study_cells(spec, history.legacy)
+    want = Wanted(spec.budget, rows)
     per_cell = spec.trials_per_cell * len(spec.seeds)
-    done_cells, best = 0, []
+    done_cells, best, counted = 0, [], set()
     for c in grid:
-        ids = [make_trial_id(c, k, s) for k in range(spec.trials_per_cell) for s in spec.seeds]
+        ids = [want.want(c.id, k, s)[0] for k in range(spec.trials_per_cell) for s in spec.seeds]
         got = [rows[i] for i in ids if i in rows]
         done_cells += len(got) == per_cell
+        counted.update(r["trial_id"] for r in got)
         scored = [r for r in got if r.get("memory_length") is not None]
         top = max(scored, key=lambda r: r["memory_length"], default=None)
         best.append((c, len(got), top))
     total = len(grid) * per_cell
-    print(f"study {spec.study}: cells done {done_cells}/{len(grid)}, trials finished {len(rows)}/{total}")
+    version = f" (spec version {history.version} of {len(history.versions)})" if history.recorded else ""
+    print(f"study {spec.study}: cells done {done_cells}/{len(grid)}, trials finished {len(counted)}/{total}{version}")
     counts = Counter(r["status"] for r in rows.values())
     print("trials by status: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "none yet"))
     raw = store.read_bytes("driver.json")
@@ -157,6 +190,17 @@ def cmd_status(a) -> int:
     for c, n, top in best:
         desc = f"{top['trial_id']} L*={top['memory_length']}" if top else "-"
         print(f"  {c.id} {c.label:<40} {n}/{per_cell} finished  best {desc}")
+    # the rest of a grown study: cells an earlier spec version had, and rows at a shorter budget
+    current = {c.id for c in grid}
+    earlier = {i: cv for i, cv in grow.every_cell(store, history).items() if i not in current}
+    by_cell = Counter(p[0] for p in map(parse_trial_id, rows) if p)
+    if earlier:
+        print("dropped cells (results kept, queryable):")
+        for i, (c, v) in sorted(earlier.items(), key=lambda kv: kv[1][0].label):
+            print(f"  {i} {c.label:<40} {by_cell.get(i, 0)} trials  last in spec version {v}")
+    shorter = sum(1 for t in rows if t not in counted and (p := parse_trial_id(t)) and p[0] in current)
+    if shorter:
+        print(f"rows at a shorter budget (continued since) or of seeds/slots no longer in the spec: {shorter}")
     return 0
 
 
@@ -222,6 +266,8 @@ def parser() -> Parser:
     r.add_argument("--address", default=None, help="join an existing Ray cluster (e.g. auto)")
     r.add_argument("--dry-run", action="store_true", help="validate and print the cells and trial count")
     r.add_argument("--force-new", action="store_true", help="move an existing study folder aside and start again")
+    r.add_argument("--extend", action="store_true",
+                   help="grow an existing study to this spec: run only the new cells, seeds, trials and steps")
     from study import calibrate, cost
     cost.add_arguments(r)
     r.set_defaults(fn=cmd_run)

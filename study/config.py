@@ -282,10 +282,11 @@ def fmt(v: Any) -> str:
 class Cell:
     index: int
     values: tuple[tuple[str, Any], ...]     # the grid values of this cell, in grid order
+    name: str = ""                          # its content-addressed id (study/identity.py)
 
     @property
     def id(self) -> str:
-        return f"c{self.index:03d}"
+        return self.name or f"c{self.index:03d}"
 
     @property
     def label(self) -> str:
@@ -298,6 +299,13 @@ def norm_window(v: Any) -> Any:
 
 
 def cells(spec: Spec) -> list[Cell]:
+    """Every grid point, named by what defines its trials (study/identity.py), not its position."""
+    from study.identity import name_cells
+    return name_cells(spec, positional_cells(spec))
+
+
+def positional_cells(spec: Spec) -> list[Cell]:
+    """The grid points in grid order, named by position (c000, c001, ...: ids before content addressing)."""
     keys = list(spec.grid)
     combos = itertools.product(*(spec.grid[k] for k in keys)) if keys else [()]
     return [Cell(i, tuple((k, norm_window(v) if k == "window" else v) for k, v in zip(keys, combo)))

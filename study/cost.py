@@ -268,10 +268,11 @@ def report_lines(spec: Spec, costs: list[CellCost], rates: Rates, price_gpu: flo
     how = (f"; searched {', '.join(varies)}: min..max [log-midpoint]" if varies else "")
     out.append(f"cost per cell ({costs[0].trials if costs else 0} trials each{how}):")
     w = max([len(c.cell.label) for c in costs] + [4])
-    out.append(f"  {'cell':<5} {'':<{w}}  {'train FLOPs':<27} {'eval FLOPs':<27} {'params':<24} "
+    wi = max([len(c.cell.id) for c in costs] + [4])         # content-addressed ids (study/identity.py)
+    out.append(f"  {'cell':<{wi}} {'':<{w}}  {'train FLOPs':<27} {'eval FLOPs':<27} {'params':<24} "
                f"{'state':<24} trial time")
     for c in costs:
-        out.append(f"  {c.cell.id:<5} {c.cell.label:<{w}}  {_span(c, 'train_flops'):<27} {_span(c, 'eval_flops'):<27} "
+        out.append(f"  {c.cell.id:<{wi}} {c.cell.label:<{w}}  {_span(c, 'train_flops'):<27} {_span(c, 'eval_flops'):<27} "
                    f"{_span(c, 'params', per_trial=True):<24} {_span(c, 'state_size', per_trial=True):<24} "
                    f"{_span(c, 'seconds', duration)}")
     tot = {w_: {k: sum(c.total(k, w_) for c in costs) for k in ("train_flops", "eval_flops", "seconds")}

@@ -53,6 +53,10 @@ TRIAL_COLUMNS = {
     # one training step's peak live tensor bytes (study/peak.py): what the architecture costs;
     # peak_mem_bytes is the process's resident peak, what the machine paid
     "peak_tensor_bytes": "int",
+    # the spec version (specs/<n>.yaml) the trial finished under, null in studies from before spec
+    # history; continued_from_steps: the shorter budget.steps this trial was continued from
+    # (study/identity.py: its row at that budget is the trial id without -b<steps>)
+    "spec_version": "int", "continued_from_steps": "int",
 }
 METRIC_COLUMNS = {
     "study": "str", "trial_id": "str", "iteration": "int", "step": "int", "tokens": "int",
@@ -70,7 +74,8 @@ CURVE_COLUMNS = {
 
 
 def make_trial_id(cell, slot: int, seed: int) -> str:
-    """`<cell>-t<slot>-s<seed>`: deterministic, so a rerun of a trial writes the same files."""
+    """`<cell>-t<slot>-s<seed>`: deterministic, so a rerun of a trial writes the same files
+    (study/identity.py: the cell id is content-addressed; a continuation adds `-b<steps>`)."""
     return f"{cell.id}-t{slot:03d}-s{seed}"
 
 

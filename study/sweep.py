@@ -39,6 +39,8 @@ from ray.tune.search import Searcher
 
 import study
 from study.config import Budget, Cell, Dist, Spec, UsageError, cells, flat_params, given_values, resolve, searched
+from study.grow import load_history
+from study.identity import Wanted, optuna_name, study_cells
 from study.loggers import callbacks as tracker_callbacks
 from study.results import Compactor, Store, make_trial_id, pid_alive  # noqa: F401 - cli imported them from here
 from study.train import train
@@ -128,10 +130,14 @@ class CellSearcher(Searcher):
         self.studies, self.slots, self.queue, self.live = {}, [], [], {}
         self.by_trial: dict[str, Slot] = {}
         self.max_memory = 0.0      # the largest node's `memory` resource, set once Ray is up
-        grid = cells(spec)
+        history = load_history(store)
+        self.version = history.version if history.recorded else None   # recorded in each trials row
+        # content-addressed cells (study/identity.py); a study from before keeps its positional ids
+        grid = study_cells(spec, history.legacy)
+        self.wanted = Wanted(spec.budget, finished)    # which trial each (cell, slot, seed) needs now
         for c in grid:
-            st = optuna.create_study(study_name=c.label, storage=storage, directions=directions,
-                                     load_if_exists=True)
+            st = optuna.create_study(study_name=optuna_name(c, history.legacy), storage=storage,
+                                     directions=directions, load_if_exists=True)
             # Seeded per cell and per resume: a sampler seeded the same way in every driver would
             # replay its first random suggestions after a resume.
             st.sampler = make_sampler(spec, self.dists, seed=c.index * 100_003 + len(st.trials))
@@ -141,7 +147,7 @@ class CellSearcher(Searcher):
                 slot = Slot(c, k)
                 self.slots.append(slot)
                 for s in spec.seeds:
-                    tid = make_trial_id(c, k, s)
+                    tid, _ = self.wanted.want(c.id, k, s)
                     self.by_trial[tid] = slot
                     if tid in finished:
                         slot.rows[tid] = finished[tid]
@@ -186,7 +192,7 @@ class CellSearcher(Searcher):
     def suggest(self, trial_id: str):
         if not self.queue:
             for slot in self.slots:
-                todo = [s for s in self.spec.seeds if make_trial_id(slot.cell, slot.index, s) not in slot.rows]
+                todo = [s for s in self.spec.seeds if self.wanted.want(slot.cell.id, slot.index, s)[0] not in slot.rows]
                 if todo and not slot.issued:
                     if slot.number is None:
                         self._ask(slot)
@@ -196,13 +202,14 @@ class CellSearcher(Searcher):
         if not self.queue:
             return Searcher.FINISHED
         slot, seed = self.queue.pop(0)
-        tid = make_trial_id(slot.cell, slot.index, seed)
+        tid, source = self.wanted.want(slot.cell.id, slot.index, seed)
         self.live[trial_id] = tid
         values = {**given_values(self.spec, slot.cell, slot.params), "seed": seed}
         need = self.spec.resources.for_arch(values["arch"])
         return {"study": self.spec.study, "study_dir": self.store.uri, "trial_id": tid,
                 "cell": slot.cell.label, "values": values, "budget": self.spec.budget.model_dump(),
-                "cpus": need.cpu, "gpus": need.gpu, "memory": memory_request(values, self.max_memory)}
+                "cpus": need.cpu, "gpus": need.gpu, "memory": memory_request(values, self.max_memory),
+                "continue_from": source, "spec_version": self.version}
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         tid = self.live.pop(trial_id, None)      # Ray's trial id -> memscale's
@@ -273,10 +280,13 @@ def trial_fn(config: dict) -> None:
     except Exception:                                  # noqa: BLE001 - torn by a kill or a full disk:
         store.quarantine(store.join("checkpoints", f"{tid}.pt"))   # start this trial from scratch
         resume = None
+    resumed_from = resume["progress"]["step"] if resume else None   # provenance: continued, not restarted
+    if resume is None and config.get("continue_from"):
+        resume = continuation(store, config["continue_from"])
+    continued = resume.get("continued_from_steps") if resume else None
     history: list = list(resume["history"]) if resume else []
     replay: list = list(history)          # rows a dead driver may not have written: sent again
     node = ray.get_runtime_context().get_node_id()
-    resumed_from = resume["progress"]["step"] if resume else None   # provenance: continued, not restarted
 
     def send(metrics: dict, curve: list) -> None:
         nonlocal replay
@@ -292,15 +302,33 @@ def trial_fn(config: dict) -> None:
         return
 
     def report(metrics: dict, curve: list, ckpt: dict | None) -> None:
-        metrics = {**metrics, "node": node, "resumed_from_step": resumed_from}
+        metrics = {**metrics, "node": node, "resumed_from_step": resumed_from,
+                   "continued_from_steps": continued, "spec_version": config.get("spec_version")}
         history.append((metrics, curve))
         if ckpt is not None:
             buf = io.BytesIO()
-            torch.save({**ckpt, "history": history, "final": metrics["status"] != "running", "node": node}, buf)
+            torch.save({**ckpt, "history": history, "final": metrics["status"] != "running", "node": node,
+                        "continued_from_steps": continued}, buf)
             store.write_bytes(buf.getvalue(), "checkpoints", f"{tid}.pt")
         send(metrics, curve)
 
     train(config["values"], Budget(**config["budget"]), report, resume)
+
+
+def continuation(store: Store, source: str) -> dict | None:
+    """A trial continued to a larger budget.steps starts from the final checkpoint of its run at
+    the shorter budget (study/identity.py): the model, optimiser, RNG states and progress go on;
+    that run's rows stay its own (not re-sent under the new id), and its files are not touched.
+    Without a readable checkpoint the trial trains from scratch (and records no continuation)."""
+    blob = store.read_bytes("checkpoints", f"{source}.pt")
+    try:
+        ckpt = torch.load(io.BytesIO(blob), weights_only=False) if blob else None
+    except Exception:                                  # noqa: BLE001 - unreadable: train from scratch
+        ckpt = None
+    if ckpt is None:
+        print(f"warning: no readable checkpoint of {source}; its continuation trains from step 0", file=sys.stderr)
+        return None
+    return {**ckpt, "history": [], "final": False, "continued_from_steps": ckpt["progress"]["step"]}
 
 
 def error_line(trial) -> str:

@@ -25,6 +25,13 @@ def journal(d) -> JournalStorage:
     return JournalStorage(JournalFileBackend(str(d / "optuna.journal")))
 
 
+def only_study(d) -> tuple[optuna.Study, str]:
+    """A one-cell study's Optuna study ("all <cell id>", study/identity.py) and its cell id."""
+    (name,) = optuna.get_all_study_names(journal(d))
+    assert name.startswith("all c")
+    return optuna.load_study(study_name=name, storage=journal(d)), name.split()[-1]
+
+
 def rows(d, sql: str) -> list[tuple]:
     con = duckdb.connect()
     con.execute(f"CREATE VIEW trials AS SELECT * FROM read_parquet('{d}/parquet/trials/*.parquet')")
@@ -47,7 +54,7 @@ grid:
     assert "not built" in got[2][3]       # refused by the memory estimate before allocating
     for st in optuna.get_all_study_summaries(journal(tmp_path / "faults")):
         (t,) = optuna.load_study(study_name=st.study_name, storage=journal(tmp_path / "faults")).trials
-        assert t.state == (TrialState.COMPLETE if st.study_name == "d_model=16,lr=0.003" else TrialState.FAIL)
+        assert t.state == (TrialState.COMPLETE if st.study_name.startswith("d_model=16,lr=0.003 ") else TrialState.FAIL)
 
 
 def test_asha_stopped_trials_are_pruned_everywhere(tmp_path, write_spec):
@@ -64,8 +71,8 @@ scheduler: {asha: {grace_period: 1, reduction_factor: 3}}
     d = tmp_path / "asha"
     got = dict(rows(d, "SELECT trial_id, status FROM trials"))
     assert len(got) == 6 and "pruned" in got.values() and "completed" in got.values()
-    st = optuna.load_study(study_name="all", storage=journal(d))
-    by_slot = {f"c000-t{t.user_attrs['slot']:03d}-s0": t.state for t in st.trials}
+    st, cell = only_study(d)
+    by_slot = {f"{cell}-t{t.user_attrs['slot']:03d}-s0": t.state for t in st.trials}
     for tid, status in got.items():
         assert by_slot[tid] == (TrialState.PRUNED if status == "pruned" else TrialState.COMPLETE), tid
     its = rows(d, "SELECT trial_id, max(iteration) FROM metrics GROUP BY 1")
@@ -88,7 +95,7 @@ objective: [{metric: memory_length, mode: max}, {metric: train_flops, mode: min}
           SELECT 1 FROM trials b WHERE b.status = 'completed' AND b.memory_length >= a.memory_length
             AND b.train_flops <= a.train_flops
             AND (b.memory_length > a.memory_length OR b.train_flops < a.train_flops))""")}
-    st = optuna.load_study(study_name="all", storage=journal(d))
+    st, cell = only_study(d)
     assert [s.name for s in st.directions] == ["MAXIMIZE", "MINIMIZE"]
-    optuna_front = {f"c000-t{t.user_attrs['slot']:03d}-s0" for t in st.best_trials}
+    optuna_front = {f"{cell}-t{t.user_attrs['slot']:03d}-s0" for t in st.best_trials}
     assert sql_front and optuna_front == sql_front

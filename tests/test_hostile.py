@@ -354,12 +354,19 @@ def test_write_lets_sql_write(tmp_path, capsys):
     assert (tmp_path / "out.csv").read_text().split() == ["x", "42"]
 
 
+def respec(d, text: str) -> None:
+    """Give a synthetic study another spec, as a new spec version (a spec.yaml edited by hand is refused)."""
+    from study import grow
+    from study.results import Store
+    grow.record(Store(str(d)), grow.load_history(Store(str(d))), text)
+
+
 def test_quote_in_the_study_path_is_data_not_sql(tmp_path, capsys):
     """A folder named like an injection is read as a folder, in `study sql` and `study report`."""
     from analysis.synthetic import write_study
     evil = tmp_path / "x'); COPY (SELECT 42) TO 'pwned.csv'; SELECT * FROM read_parquet('x"
     write_study(evil, n_trials=4, iterations=1)
-    (evil / "spec.yaml").write_text(BASE)
+    respec(evil, BASE)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
@@ -376,7 +383,7 @@ def test_glob_characters_in_the_study_path(tmp_path, capsys):
     from analysis.synthetic import write_study
     d = tmp_path / "run[1]*"
     write_study(d, n_trials=4, iterations=1)
-    (d / "spec.yaml").write_text(BASE)
+    respec(d, BASE)
     (tmp_path / "run1x").mkdir()         # what the glob `run[1]*` would also match
     assert main(["sql", str(d), "SELECT count(*) AS n FROM trials"]) == 0
     assert capsys.readouterr().out.split()[2] == "4"

@@ -115,11 +115,13 @@ def test_sigkill_three_times_then_resume(tmp_path):
     assert len(per_trial) == 8 and all(c == EVALS and lo == 1 and hi == EVALS for _, c, lo, hi in per_trial)
     assert q("SELECT count(*) FROM trials WHERE resumed_from_step > 0")[0][0] >= 1    # continued, not restarted
     # the seeds of a slot share one configuration
-    assert q("SELECT count(*) FROM (SELECT cell, substr(trial_id, 1, 9) AS slot, count(DISTINCT lr) AS n "
+    assert q("SELECT count(*) FROM (SELECT cell, regexp_replace(trial_id, '-s[0-9]+$', '') AS slot, count(DISTINCT lr) AS n "
              "FROM trials GROUP BY ALL) WHERE n > 1") == [(0,)]
 
     storage = JournalStorage(JournalFileBackend(str(d / "optuna.journal")))
-    for name in ("arch=lstm,lag=4", "arch=lstm,lag=8"):
+    names = optuna.get_all_study_names(storage)                 # "<label> <cell id>" (study/identity.py)
+    assert sorted(n.split()[0] for n in names) == ["arch=lstm,lag=4", "arch=lstm,lag=8"]
+    for name in names:
         trials = optuna.load_study(study_name=name, storage=storage).trials
         assert not [t for t in trials if t.state in (TrialState.RUNNING, TrialState.WAITING)]
         assert sorted(t.user_attrs["slot"] for t in trials if t.state == TrialState.COMPLETE) == [0, 1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import duckdb
 import pytest
 
+from study.config import cells, load_spec
 from tests.conftest import TINY, run_cli
 
 pytestmark = pytest.mark.slow
@@ -17,13 +18,14 @@ def test_tiny_sweep_end_to_end(tmp_path, write_spec):
     assert "trials finished 2/2" in r.stdout                       # progress was printed
     d = results / "tiny"
     assert (d / "spec.yaml").read_text() == spec.read_text()
-    assert sorted(p.name for p in (d / "checkpoints").iterdir()) == ["c000-t000-s0.pt", "c000-t001-s0.pt"]
+    cell = cells(load_spec(spec))[0].id                            # content-addressed (study/identity.py)
+    assert sorted(p.name for p in (d / "checkpoints").iterdir()) == [f"{cell}-t000-s0.pt", f"{cell}-t001-s0.pt"]
 
     con = duckdb.connect()
     trials = con.execute(f"""SELECT trial_id, cell, arch, task, lag, "window", status, memory_length, lr,
                              d_model, params, train_flops, wall_s, peak_mem_bytes, code_version, host
                              FROM read_parquet('{d}/parquet/trials/*.parquet') ORDER BY 1""").fetchall()
-    assert [t[0] for t in trials] == ["c000-t000-s0", "c000-t001-s0"]
+    assert [t[0] for t in trials] == [f"{cell}-t000-s0", f"{cell}-t001-s0"]
     for t in trials:
         assert t[2:7] == ("lstm", "copy", 4, None, "completed")
         assert t[7] is not None and 1e-3 <= t[8] <= 1e-2 and t[9] == 16

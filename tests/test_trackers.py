@@ -42,6 +42,12 @@ def tracked(tmp_path_factory):
     return tmp / "results" / "tracked"
 
 
+def first_trial(study: Path) -> str:
+    """The id of the study's one trial: its content-addressed cell (study/identity.py), slot 0, seed 0."""
+    from study.config import cells, load_spec
+    return f"{cells(load_spec(study / 'spec.yaml'))[0].id}-t000-s0"
+
+
 def parquet_curve(study: Path, column: str) -> dict[int, float]:
     """The ground truth: step -> value from memscale's metrics table."""
     t = ds.dataset(study / "parquet" / "metrics", format="parquet").to_table(columns=["step", column])
@@ -51,7 +57,7 @@ def parquet_curve(study: Path, column: str) -> dict[int, float]:
 @pytest.mark.slow
 def test_tensorboard_event_files_hold_the_training_curve(tracked):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    runs = list((tracked / "ray").glob("run-*/c000-t000-s0"))   # Ray's trial folder is named by trial id
+    runs = list((tracked / "ray").glob(f"run-*/{first_trial(tracked)}"))   # Ray's trial folder is named by trial id
     assert len(runs) == 1 and list(runs[0].glob("events.out.tfevents.*"))
     acc = EventAccumulator(str(runs[0]))
     acc.Reload()
@@ -69,7 +75,7 @@ def test_mlflow_file_store_holds_one_run_per_trial(tracked, monkeypatch):
     client = MlflowClient(tracking_uri=(tracked / "mlruns").as_uri())
     exp = client.get_experiment_by_name("tracked")                # default experiment: the study
     runs = client.search_runs([exp.experiment_id])
-    assert [r.info.run_name for r in runs] == ["c000-t000-s0"]
+    assert [r.info.run_name for r in runs] == [first_trial(tracked)]
     run = runs[0]
     assert run.info.status == "FINISHED" and run.data.tags["owner"] == "tests"
     history = {m.step: m.value for m in client.get_metric_history(run.info.run_id, "train_loss")}
@@ -125,7 +131,7 @@ def test_optuna_dashboard_opens_the_journal(tracked):
     from wsgiref.util import setup_testing_defaults
     storage = get_storage(str(tracked / "optuna.journal"))
     studies = storage.get_all_studies()
-    assert [s.study_name for s in studies] == ["arch=lstm,lag=4"]
+    assert [s.study_name for s in studies] == [f"arch=lstm,lag=4 {first_trial(tracked).split('-')[0]}"]
     assert len(storage.get_all_trials(studies[0]._study_id)) == 1
 
     env: dict = {"PATH_INFO": "/api/studies", "REQUEST_METHOD": "GET", "wsgi.input": io.BytesIO()}
