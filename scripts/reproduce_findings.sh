@@ -3,8 +3,8 @@
 # tables, verdicts and figures from their results (analysis/findings.py). Every number in
 # FINDINGS.md comes from this run.
 #   scripts/reproduce_findings.sh [RESULTS_ROOT]      (default: results)
-# A study that already finished is not rerun (`study run` continues a study and skips every trial
-# that has a row); delete its folder to measure it afresh. About an hour on 2 CPU cores.
+# A study folder that exists is resumed (`study resume` runs only the trials without a row, so a
+# finished study is not rerun); delete its folder to measure it afresh. About an hour on 2 CPU cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="${1:-results}"
@@ -15,7 +15,11 @@ log="$root/reproduce_findings.tsv"       # the machine's load around each run: F
 for s in $studies; do
     before=$(cut -d' ' -f1 /proc/loadavg); t0=$(date +%s); started=$(date -u +%FT%TZ)
     echo "== ${s}_quick  (load $before)"
-    study run "search_spaces/${s}_quick.yaml" --results "$root"
+    if [ -e "$root/${s}_quick/spec.yaml" ]; then
+        study resume "$root/${s}_quick"      # runs only the trials without a row yet
+    else
+        study run "search_spaces/${s}_quick.yaml" --results "$root"
+    fi
     printf '%s\t%s\t%s\t%s\t%s\n' "${s}_quick" "$started" "$before" "$(( $(date +%s) - t0 ))" \
         "$(cut -d' ' -f1 /proc/loadavg)" >> "$log"
 done
