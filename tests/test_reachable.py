@@ -42,7 +42,7 @@ def test_a_step_samples_only_valid_values():
 
 def test_the_high_end_of_a_range_is_checked():
     raw = yaml.safe_load((ROOT / "search_spaces" / "truncation_quick.yaml").read_text())
-    raw["search"]["window"] = {"int": [2, 100_000]}
+    raw.setdefault("search", {})["window"] = {"int": [2, 100_000]}
     raw["grid"].pop("window")
     with pytest.raises(SpecError, match=r"search.window: window=\d+ can be sampled and is invalid: window \d+ is "
                                         r"larger than seq_len"):
@@ -50,7 +50,7 @@ def test_the_high_end_of_a_range_is_checked():
 
 
 def test_every_choice_is_checked_not_only_the_first():
-    raw = yaml.safe_load((ROOT / "search_spaces" / "memory_per_compute_quick.yaml").read_text())
+    raw = yaml.safe_load((ROOT / "search_spaces" / "memory_per_compute.yaml").read_text())
     raw["search"]["d_model"] = {"choice": [16, 48, 50]}
     with pytest.raises(SpecError, match=r"search.d_model: d_model=50 .* not divisible by n_heads 4"):
         parse_spec(yaml.safe_dump(raw), "s.yaml")
@@ -64,6 +64,8 @@ def test_full_search_ranges_run_without_error_trials(tmp_path):
     raw = yaml.safe_load(cut((ROOT / "search_spaces" / "memory_per_compute_quick.yaml").read_text()))
     raw["grid"] = {"arch": ["transformer", "linear_transformer"], "task": ["copy"], "lag": [8]}
     raw["search"] = {"d_model": full["search"]["d_model"], "n_layers": {"int": [1, 2]}}
+    for k in raw["search"]:
+        raw["fixed"].pop(k, None)                           # a parameter is set in one place only
     raw.update(trials_per_cell=3, sampler="random", max_concurrent=2)
     text = yaml.safe_dump(raw)
     spec = parse_spec(text, "cut.yaml")
