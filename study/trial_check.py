@@ -14,17 +14,8 @@ from typing import Any
 import torch
 
 from study.config import known_params, resolve
+from study.meta import on_meta
 
-
-class _SkipInit(torch.overrides.TorchFunctionMode):
-    """Parameter initialisers do nothing on a meta build: they have no values to fill, and on the
-    meta device PyTorch runs their Python reference implementations, whose first call imports
-    torch._dynamo (1-3 s of every `study run`'s start-up, before any trial)."""
-
-    def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func in (torch.Tensor.normal_, torch.Tensor.uniform_) or getattr(func, "__module__", "") == "torch.nn.init":
-            return args[0] if args else kwargs["tensor"]
-        return func(*args, **(kwargs or {}))
 
 
 def _key_in(msg: str, values: dict[str, Any]) -> str | None:
@@ -66,7 +57,7 @@ def config_problem(values: dict[str, Any], cache: dict | None = None,
     if mkey not in cache:
         cache[mkey] = None
         try:
-            with _SkipInit(), torch.device("meta"):
+            with on_meta():
                 build_model(r.arch, r.model, task.io, seq_len, window)
         except ValueError as e:
             msg = str(e).splitlines()[0]
