@@ -1,8 +1,8 @@
 """Benchmark 4: orchestration overhead of `study run` against bare Ray Tune and the parallel minimum.
 
 The same N one-second trials (lstm on copy, one cell, Optuna over lr, 1 CPU each), timed side by
-side in one run, round-robin over `--runs` repetitions so a change in the machine's load hits
-every variant alike:
+side in one run, repeated `--runs` times, every other round with (b) first, so a drift in the machine's load does
+not always favour the same variant:
 
 (a) `study run SPEC --results TMP`, the real command in a fresh process (Ray started from nothing);
 (b) bare Ray Tune, in a fresh process: `ray.init()`, a `Tuner` over a function trainable that
@@ -120,20 +120,24 @@ def outside(rows: list[dict]) -> list[float]:
     return [1 - r["wall_s"] / seconds(r["ended_at"] - r["started_at"]) for r in rows]
 
 
-def one_round(n: int, steps: int, every: int) -> dict:
-    """(a) then (b) on the same learning rates; (c) from (b)'s trials."""
+def one_round(n: int, steps: int, every: int, lrs: list[float] | None = None) -> dict:
+    """(a) then (b) on the learning rates (a) chose; given `lrs` (an earlier round's), (b) first,
+    so that a machine whose load drifts does not always favour the same variant; (c) from (b)."""
     from study.config import cells, given_values, parse_spec
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        (tmp / "s.yaml").write_text(SPEC.format(name="s", n=n, steps=steps, every=every))
+        spec = parse_spec((tmp / "s.yaml").read_text())
+        cell = cells(spec)[0]
+        bare = lambda xs: run_bare(tmp, [{**given_values(spec, cell, {"lr": x}), "seed": 0} for x in xs],
+                                   spec.budget.model_dump())
+        b = bare(lrs) if lrs else None
         a = run_study(tmp, "orch", n, steps, every)
         rows = sorted(a["rows"], key=lambda r: r["trial_id"])
-        spec = parse_spec((tmp / "orch.yaml").read_text())
-        cell = cells(spec)[0]
-        values = [{**given_values(spec, cell, {"lr": r["lr"]}), "seed": 0} for r in rows]
-        b = run_bare(tmp, values, spec.budget.model_dump())
+        b = b or bare([r["lr"] for r in rows])
     in_train = [seconds(r["ended_at"] - r["started_at"]) for r in b["rows"]]
     c = sum(in_train) / b["cpus"] + b["init_s"]
-    return {"a_s": a["wall_s"], "b_s": b["wall_s"], "c_s": c, "ray_init_s": b["init_s"],
+    return {"b_first": bool(lrs), "lrs": [r["lr"] for r in rows], "a_s": a["wall_s"], "b_s": b["wall_s"], "c_s": c, "ray_init_s": b["init_s"],
             "a_first_trial_s": a["first_trial_s"], "b_first_trial_s": b["first_trial_s"],
             "a_train_s": sum(r["wall_s"] for r in rows), "b_train_s": sum(r["wall_s"] for r in b["rows"]),
             "b_in_train_s": sum(in_train), "concurrent": b["cpus"],
@@ -156,7 +160,7 @@ def main() -> None:
     for n in args.trials:
         rounds = []
         for i in range(args.runs):
-            r = one_round(n, args.steps, every)
+            r = one_round(n, args.steps, every, rounds[-1]["lrs"] if i % 2 else None)
             r["load"] = loadavg()
             rounds.append(r)
             print(f"{n} trials, run {i + 1}: a {r['a_s']:.1f} s, b {r['b_s']:.1f} s, c {r['c_s']:.1f} s, "
