@@ -64,15 +64,19 @@ def view_sql(store: Store, table: str, arrow: bool = False) -> str:
     if has_files and (arrow or not globbable(store)):
         # s3://, gs://, odd paths, read-only: pyarrow datasets (register_remote), no DuckDB extension
         return f"SELECT * FROM {REMOTE_PREFIX}{table}"
+    cols = ", ".join(f"CAST(NULL AS {duck_type(f.type)}) AS \"{f.name}\"" for f in schema(table))
+    empty = f"SELECT {cols} WHERE false"
+    # trials written by an older memscale lack the columns added since (peak_tensor_bytes): a
+    # union by name with the typed empty table gives them as NULL, so the queries bind on any study
+    known = f"({empty}) UNION ALL BY NAME " if table == "trials" else ""
     if has_files and not segs:
-        return f"SELECT * FROM read_parquet({sql_str(glob)}, union_by_name=true)"
+        return f"{known}SELECT * FROM read_parquet({sql_str(glob)}, union_by_name=true)"
     if has_files:
         seg_glob = f"{store.segment_dir(table).rstrip('/')}/{SEGMENT}*.parquet"
-        return (f"SELECT * EXCLUDE (filename) FROM read_parquet({sql_str(glob)}, union_by_name=true, filename=true) "
+        return (f"{known}SELECT * EXCLUDE (filename) FROM read_parquet({sql_str(glob)}, union_by_name=true, filename=true) "
                 f"WHERE regexp_matches(filename, '/{SEGMENT}[^/]*$') OR trial_id NOT IN "
                 f"(SELECT trial_id FROM read_parquet({sql_str(seg_glob)}) WHERE trial_id IS NOT NULL)")
-    cols = ", ".join(f"CAST(NULL AS {duck_type(f.type)}) AS \"{f.name}\"" for f in schema(table))
-    return f"SELECT {cols} WHERE false"
+    return empty
 
 
 def _selector(store: Store, table: str):

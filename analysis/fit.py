@@ -216,8 +216,11 @@ def memory_fits(con, n_boot: int = N_BOOT, seed: int = 0) -> list[dict]:
     return rows
 
 
+# Memory: the training step's peak tensor bytes (study/peak.py); a study from before that column
+# has only the process's resident peak, noise on CPU, and falls back to it (as cost_growth.sql).
+PEAK = "coalesce(peak_tensor_bytes, peak_mem_bytes)"
 COST = {"wall_s_per_seq": "wall_s * seq_len / tokens",
-        "peak_mem_bytes_per_seq": "peak_mem_bytes * steps * seq_len / tokens"}
+        "peak_mem_bytes_per_seq": f"{PEAK} * steps * seq_len / tokens"}
 
 
 # a windowed run is its own cost series, as in cost_growth.sql
@@ -230,7 +233,7 @@ def cost_fits(con, n_boot: int = N_BOOT, seed: int = 0) -> list[dict]:
                                   {COST['peak_mem_bytes_per_seq']} AS peak_mem_bytes_per_seq
                            FROM trials
                            WHERE status IN ('completed', 'pruned') AND tokens > 0 AND steps > 0
-                                 AND seq_len > 0 AND wall_s > 0 AND peak_mem_bytes > 0
+                                 AND seq_len > 0 AND wall_s > 0 AND {PEAK} > 0
                            ORDER BY arch""").fetchnumpy()
     rows = []
     for (arch,), sel in _groups(data, ("arch",)):

@@ -1,17 +1,22 @@
-"""Benchmark 4: orchestration overhead of `study run` (Ray Tune + Optuna + Parquet) against the
-same trainings in a plain Python loop calling `study.train.train`.
+"""Benchmark 4: orchestration overhead of `study run` against bare Ray Tune and the parallel minimum.
 
-1. A spec with 16 short trials (lstm on copy, one cell, Optuna over lr, 1 CPU each) is written to
-   a temporary folder and run with the real command `study run SPEC --results TMP` in a subprocess;
-   its wall time includes starting Ray. Then the same 16 configurations (the lr values Optuna chose,
-   read back from the trials table) are trained one after another in a plain loop, also in a fresh
-   subprocess with 1 torch thread. Ray runs 2 trials at a time on this 2-core machine, the loop one.
-2. From the trials table: the fraction of each trial's wall time (ended_at - started_at, both
-   stamped inside `train`) not spent in training steps (`wall_s`): evaluation, reporting,
-   checkpointing. Parquet is written by the driver, outside the trial, and shows up in (1).
-   Full runs add 2 trials of ~30 s of training (`--long-s`) for the fraction at that length.
+The same N one-second trials (lstm on copy, one cell, Optuna over lr, 1 CPU each), timed side by
+side in one run, repeated `--runs` times, every other round with (b) first, so a drift in the machine's load does
+not always favour the same variant:
 
-    .venv/bin/python bench/bench_orchestration.py [--quick]
+(a) `study run SPEC --results TMP`, the real command in a fresh process (Ray started from nothing);
+(b) bare Ray Tune, in a fresh process: `ray.init()`, a `Tuner` over a function trainable that
+    calls `study.train.train` and `tune.report` with the learning rates (a) chose; no memscale
+    searcher, callback, checkpoints or Parquet; actors reused and Tune's auto loggers off, as in (a);
+(c) the parallel minimum: the sum of (b)'s trials' seconds inside `train` (training and
+    evaluation, measured under the same concurrency) / the trials Ray runs at once, plus (b)'s
+    `ray.init` seconds.
+
+Also: seconds from the command to the first trial running (its `started_at`, stamped inside
+`train`), for (a) and (b); and the fraction of each trial's wall time outside training steps.
+
+    .venv/bin/python bench/bench_orchestration.py --trials 16 256 --runs 3
+    .venv/bin/python bench/bench_orchestration.py --quick          # 4 trials, once
 """
 from __future__ import annotations
 
@@ -41,22 +46,51 @@ resources: {{cpu: 1, gpu: 0}}
 seeds: [0]
 """
 
-LOOP = """
-import json, sys, time, torch
+# (b): what a user of Ray Tune writes by hand around the same training function
+BARE = """
+import json, os, sys, time
+t_start = float(sys.argv[1])
+os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 sys.path.insert(0, {root!r})
+import ray, torch
+from ray import tune
 from study.config import Budget
 from study.train import train
-torch.set_num_threads(1)
+
+values = json.loads({values!r})
+budget = {budget!r}
+
+def trainable(config):
+    torch.set_num_threads(1)
+    train(values[config["i"]], Budget(**budget), lambda m, c, k: tune.report(m))
+
 t0 = time.perf_counter()
-rows = [train(v, Budget(**{budget!r}), lambda m, c, k: None) for v in json.loads({values!r})]
-print(json.dumps({{"wall": time.perf_counter() - t0, "rows": [{{k: r[k] for k in ("wall_s", "started_at", "ended_at")}} for r in rows]}}))
+ray.init(include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+init_s = time.perf_counter() - t0
+tuner = tune.Tuner(tune.with_resources(trainable, {{"cpu": 1}}),
+                   param_space={{"i": tune.grid_search(list(range(len(values))))}},
+                   tune_config=tune.TuneConfig(reuse_actors=True),
+                   run_config=tune.RunConfig(storage_path={storage!r}, verbose=0))
+grid = tuner.fit()
+rows = [{{k: r.metrics[k] for k in ("wall_s", "started_at", "ended_at")}} for r in grid]
+print(json.dumps({{"init_s": init_s, "rows": rows, "cpus": ray.cluster_resources().get("CPU", 1)}}))
 """
 
 
-def run_study(tmp: Path, name: str, n: int, steps: int, every: int) -> tuple[float, list[dict]]:
+def seconds(d) -> float:       # Parquet timestamps come back as datetimes, JSON ones as floats
+    return d.total_seconds() if hasattr(d, "total_seconds") else d
+
+
+def stamp(d) -> float:
+    return d.timestamp() if hasattr(d, "timestamp") else d
+
+
+def run_study(tmp: Path, name: str, n: int, steps: int, every: int) -> dict:
     spec = tmp / f"{name}.yaml"
     spec.write_text(SPEC.format(name=name, n=n, steps=steps, every=every))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    t_cmd = time.time()
     t0 = time.perf_counter()
     r = subprocess.run([sys.executable, "-m", "study.cli", "run", str(spec), "--results", str(tmp / "results")],
                        capture_output=True, text=True, cwd=ROOT, env=env)
@@ -64,60 +98,84 @@ def run_study(tmp: Path, name: str, n: int, steps: int, every: int) -> tuple[flo
     if r.returncode:
         raise SystemExit(r.stderr[-3000:])
     rows = pq.read_table(tmp / "results" / name / "parquet" / "trials").to_pylist()
-    return wall, rows
+    return {"wall_s": wall, "rows": rows, "first_trial_s": min(stamp(x["started_at"]) for x in rows) - t_cmd}
+
+
+def run_bare(tmp: Path, values: list[dict], budget: dict) -> dict:
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    storage = str(tmp / "bare")
+    code = BARE.format(root=str(ROOT), values=json.dumps(values), budget=budget, storage=storage)
+    t_cmd = time.time()
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-c", code, str(t_cmd)], capture_output=True, text=True, cwd=ROOT, env=env)
+    wall = time.perf_counter() - t0
+    if p.returncode:
+        raise SystemExit(p.stderr[-3000:])
+    out = json.loads(p.stdout.strip().splitlines()[-1])
+    out.update(wall_s=wall, first_trial_s=min(x["started_at"] for x in out["rows"]) - t_cmd)
+    return out
 
 
 def outside(rows: list[dict]) -> list[float]:
-    def seconds(d):     # Parquet timestamps come back as datetimes, the plain loop's as floats
-        return d.total_seconds() if hasattr(d, "total_seconds") else d
     return [1 - r["wall_s"] / seconds(r["ended_at"] - r["started_at"]) for r in rows]
+
+
+def one_round(n: int, steps: int, every: int, lrs: list[float] | None = None) -> dict:
+    """(a) then (b) on the learning rates (a) chose; given `lrs` (an earlier round's), (b) first,
+    so that a machine whose load drifts does not always favour the same variant; (c) from (b)."""
+    from study.config import cells, given_values, parse_spec
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        (tmp / "s.yaml").write_text(SPEC.format(name="s", n=n, steps=steps, every=every))
+        spec = parse_spec((tmp / "s.yaml").read_text())
+        cell = cells(spec)[0]
+        bare = lambda xs: run_bare(tmp, [{**given_values(spec, cell, {"lr": x}), "seed": 0} for x in xs],
+                                   spec.budget.model_dump())
+        b = bare(lrs) if lrs else None
+        a = run_study(tmp, "orch", n, steps, every)
+        rows = sorted(a["rows"], key=lambda r: r["trial_id"])
+        b = b or bare([r["lr"] for r in rows])
+    in_train = [seconds(r["ended_at"] - r["started_at"]) for r in b["rows"]]
+    c = sum(in_train) / b["cpus"] + b["init_s"]
+    return {"b_first": bool(lrs), "lrs": [r["lr"] for r in rows], "a_s": a["wall_s"], "b_s": b["wall_s"], "c_s": c, "ray_init_s": b["init_s"],
+            "a_first_trial_s": a["first_trial_s"], "b_first_trial_s": b["first_trial_s"],
+            "a_train_s": sum(r["wall_s"] for r in rows), "b_train_s": sum(r["wall_s"] for r in b["rows"]),
+            "b_in_train_s": sum(in_train), "concurrent": b["cpus"],
+            "a_outside": outside(rows), "b_outside": outside(b["rows"])}
 
 
 def main() -> None:
     from bench.common import loadavg, median, table, write
-    from study.config import cells, given_values, parse_spec
     ap = argparse.ArgumentParser()
-    ap.add_argument("--quick", action="store_true", help="4 trials of a few seconds, no long trials")
-    ap.add_argument("--steps", type=int, default=150)
-    ap.add_argument("--long-s", type=float, default=30.0)
+    ap.add_argument("--quick", action="store_true", help="4 trials of 40 steps, once")
+    ap.add_argument("--trials", type=int, nargs="+", default=[16, 256])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=150, help="training steps per trial (~1 s on this machine)")
     args = ap.parse_args()
-    load0 = loadavg()
-    n, steps = (4, 40) if args.quick else (16, args.steps)
-    every = max(1, steps // 3)
-    res: dict = {"load_before": load0}
-    with tempfile.TemporaryDirectory() as d:
-        tmp = Path(d)
-        ray_wall, rows = run_study(tmp, "orch", n, steps, every)
-        rows.sort(key=lambda r: r["trial_id"])
-        spec = parse_spec((tmp / "orch.yaml").read_text())
-        cell = cells(spec)[0]
-        values = [{**given_values(spec, cell, {"lr": r["lr"]}), "seed": 0} for r in rows]
-        budget = spec.budget.model_dump()
-        t0 = time.perf_counter()
-        p = subprocess.run([sys.executable, "-c", LOOP.format(root=str(ROOT), budget=budget, values=json.dumps(values))],
-                           capture_output=True, text=True, cwd=ROOT)
-        loop_proc = time.perf_counter() - t0
-        if p.returncode:
-            raise SystemExit(p.stderr[-3000:])
-        loop = json.loads(p.stdout.strip().splitlines()[-1])
-        train_s = [r["wall_s"] for r in rows]
-        res.update(n_trials=n, steps=steps, eval_every=every, ray_wall_s=ray_wall, loop_wall_s=loop_proc,
-                   loop_in_process_s=loop["wall"], ray_trial_train_s=train_s,
-                   ray_outside=outside(rows), loop_outside=outside(loop["rows"]))
-        table_rows = [["16 short trials" if n == 16 else f"{n} short trials", f"{median(train_s):.1f}",
-                       f"{ray_wall:.1f}", f"{loop_proc:.1f}", f"{ray_wall / loop_proc:.2f}",
-                       f"{100 * median(outside(rows)):.1f}%", f"{100 * median(outside(loop['rows'])):.1f}%"]]
-        if not args.quick:
-            per_step = median(train_s) / steps
-            long_steps = int(args.long_s / per_step)
-            wall2, rows2 = run_study(tmp, "orch_long", 2, long_steps, max(1, long_steps // 3))
-            res.update(long_steps=long_steps, long_ray_wall_s=wall2, long_train_s=[r["wall_s"] for r in rows2],
-                       long_outside=outside(rows2))
-            table_rows.append(["2 long trials", f"{median([r['wall_s'] for r in rows2]):.1f}", f"{wall2:.1f}", "—",
-                               "—", f"{100 * median(outside(rows2)):.1f}%", "—"])
-    print(table(["run", "median train s / trial", "study run wall s", "plain loop wall s", "ratio",
-                 "outside training (Ray trial)", "outside training (loop)"], table_rows))
-    print("load:", load0, "->", loadavg())
+    if args.quick:
+        args.trials, args.runs, args.steps = [4], 1, 40
+    every = max(1, args.steps // 3)
+    res: dict = {"load_before": loadavg(), "steps": args.steps, "eval_every": every, "rounds": {}}
+    rows = []
+    for n in args.trials:
+        rounds = []
+        for i in range(args.runs):
+            r = one_round(n, args.steps, every, rounds[-1]["lrs"] if i % 2 else None)
+            r["load"] = loadavg()
+            rounds.append(r)
+            print(f"{n} trials, run {i + 1}: a {r['a_s']:.1f} s, b {r['b_s']:.1f} s, c {r['c_s']:.1f} s, "
+                  f"a/b {r['a_s'] / r['b_s']:.2f}, a/c {r['a_s'] / r['c_s']:.2f}, first trial a "
+                  f"{r['a_first_trial_s']:.1f} s b {r['b_first_trial_s']:.1f} s (load {r['load']})", flush=True)
+        res["rounds"][n] = rounds
+        m = lambda k: median([r[k] for r in rounds])
+        rows.append([n, f"{m('b_in_train_s') / n:.2f}", f"{m('a_s'):.1f}", f"{m('b_s'):.1f}", f"{m('c_s'):.1f}",
+                     f"{median([r['a_s'] / r['b_s'] for r in rounds]):.2f}",
+                     f"{median([r['a_s'] / r['c_s'] for r in rounds]):.2f}",
+                     f"{m('a_first_trial_s'):.1f}", f"{m('b_first_trial_s'):.1f}",
+                     f"{100 * median([median(r['a_outside']) for r in rounds]):.1f}%"])
+    print(table(["trials", "s in train / trial", "(a) study run s", "(b) bare Tune s", "(c) minimum s",
+                 "a/b", "a/c", "first trial (a) s", "first trial (b) s", "outside training (a)"], rows))
+    print("load:", res["load_before"], "->", loadavg())
     write("orchestration", res)
 
 

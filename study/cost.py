@@ -28,6 +28,7 @@ import torch
 from study.calibrate import Calibration
 from study.config import Cell, Dist, Resolved, Spec, cells, given_values, resolve, searched, seq_len_of
 from study.memory import ladder
+from study.meta import on_meta
 from study.models import build_model
 from study.tasks import build_task
 
@@ -88,7 +89,7 @@ def _model_counts(arch: str, model_cfg, io, seq_len: int, window: int | None,
     m = None
     if model_cfg.d_model * model_cfg.n_layers > SMALL_MODEL:
         try:
-            with torch.device("meta"):
+            with on_meta():
                 m = build_model(arch, model_cfg, io, seq_len, window)
         except Exception:                       # noqa: BLE001 - e.g. an init that reads values
             m = None

@@ -14,10 +14,6 @@ from __future__ import annotations
 import os
 from typing import Any
 
-from ray.air.integrations.mlflow import MLflowLoggerCallback
-from ray.air.integrations.wandb import WandbLoggerCallback
-from ray.tune.logger import TBXLoggerCallback
-
 from study.trackers import check
 
 NOT_SCALARS = ("lag_curve", "replay", "config")   # config: logged once as parameters
@@ -33,16 +29,28 @@ class Scalars:
         super().log_trial_result(iteration, trial, out)
 
 
-class TensorBoard(Scalars, TBXLoggerCallback):
-    pass
+# Ray's MLflow and W&B integrations import mlflow, wandb and pandas (~1 s, more under load), and
+# every trial worker imports this module with study.sweep: the classes are made on first use
+# (PEP 562 module __getattr__), which is also how pickle finds them by name in the driver.
+_BASES = {"TensorBoard": ("ray.tune.logger", "TBXLoggerCallback"),
+          "MLflow": ("ray.air.integrations.mlflow", "MLflowLoggerCallback"),
+          "Wandb": ("ray.air.integrations.wandb", "WandbLoggerCallback")}
 
 
-class MLflow(Scalars, MLflowLoggerCallback):
-    pass
+def _tracker(name: str) -> type:
+    cls = globals().get(name)
+    if cls is None:
+        import importlib
+        module, base = _BASES[name]
+        cls = type(name, (Scalars, getattr(importlib.import_module(module), base)), {"__module__": __name__})
+        globals()[name] = cls
+    return cls
 
 
-class Wandb(Scalars, WandbLoggerCallback):
-    pass
+def __getattr__(name: str):
+    if name in _BASES:
+        return _tracker(name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def callbacks(spec, store) -> list[Any]:
@@ -53,7 +61,7 @@ def callbacks(spec, store) -> list[Any]:
     check(log, store.local)
     out: list[Any] = []
     if log.tensorboard:
-        out.append(TensorBoard())
+        out.append(_tracker("TensorBoard")())
     if log.mlflow:
         m = log.mlflow
         uri = m.tracking_uri or "file://" + os.path.abspath(store.join("mlruns"))
@@ -61,7 +69,7 @@ def callbacks(spec, store) -> list[Any]:
             # MLflow 3 refuses its file store unless asked (it is in maintenance mode, but needs no
             # server and no database: the right default for a study folder).
             os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-        out.append(MLflow(tracking_uri=uri, experiment_name=m.experiment_name or spec.study,
+        out.append(_tracker("MLflow")(tracking_uri=uri, experiment_name=m.experiment_name or spec.study,
                           tags={"study": spec.study, **m.tags}))
     if log.wandb:
         w = log.wandb
@@ -72,6 +80,6 @@ def callbacks(spec, store) -> list[Any]:
         # Runs go to <study>/wandb/ directly: in the trial's folder they would be copied to the
         # study before W&B finishes writing them (Ray stages driver-side files and syncs them).
         where = {"dir": store.path} if store.local else {}
-        out.append(Wandb(project=w.project or spec.study, group=w.group or spec.study, entity=w.entity,
+        out.append(_tracker("Wandb")(project=w.project or spec.study, group=w.group or spec.study, entity=w.entity,
                          mode=w.mode, tags=w.tags or None, **where))
     return out

@@ -15,11 +15,13 @@ from __future__ import annotations
 
 import torch
 
+from study.meta import on_meta
+
 def param_count(arch: str, cfg, io, seq_len: int, window: int | None) -> tuple[int, bool] | None:
     """(parameters, recurrent) of the model, built on the meta device; None if it cannot be built."""
     from study.models import build_model
     try:
-        with torch.device("meta"):
+        with on_meta():
             model = build_model(arch, cfg, io, seq_len, window)
     except RuntimeError as e:
         if "overflow" in str(e):       # a tensor with more than 2^63 bytes: beyond any machine

@@ -129,6 +129,7 @@ class CellSearcher(Searcher):
         directions = ["maximize" if o.mode == "max" else "minimize" for o in spec.objectives]
         self.studies, self.slots, self.queue, self.live = {}, [], [], {}
         self.by_trial: dict[str, Slot] = {}
+        self.cursor = 0            # suggest: slots before it are issued or finished
         self.max_memory = 0.0      # the largest node's `memory` resource, set once Ray is up
         history = load_history(store)
         self.version = history.version if history.recorded else None   # recorded in each trials row
@@ -191,7 +192,10 @@ class CellSearcher(Searcher):
 
     def suggest(self, trial_id: str):
         if not self.queue:
-            for slot in self.slots:
+            # slots before the cursor are issued or finished for good: each suggest scans on from
+            # there (scanning from the first slot every time is O(N^2) over a study)
+            while self.cursor < len(self.slots):
+                slot = self.slots[self.cursor]
                 todo = [s for s in self.spec.seeds if self.wanted.want(slot.cell.id, slot.index, s)[0] not in slot.rows]
                 if todo and not slot.issued:
                     if slot.number is None:
@@ -199,6 +203,7 @@ class CellSearcher(Searcher):
                     slot.issued = True
                     self.queue.extend((slot, s) for s in todo)   # every seed shares the configuration
                     break
+                self.cursor += 1
         if not self.queue:
             return Searcher.FINISHED
         slot, seed = self.queue.pop(0)
@@ -358,6 +363,17 @@ class ResultsCallback(Callback):
         self.best: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
         self.compactor = Compactor(store)
+        # progress counters, kept up to date per finished trial: O(1) each, where recounting the
+        # searcher's slots was O(slots) per trial and O(N^2) over a study
+        self.done = searcher.total() - searcher.remaining()
+        self.left: dict[str, int] = {}           # cell label -> trials not finished yet
+        for slot in searcher.slots:
+            n = len(searcher.spec.seeds) - len(slot.rows)
+            self.left[slot.cell.label] = self.left.get(slot.cell.label, 0) + n
+        self.cells_done = sum(n == 0 for n in self.left.values())
+        self.top: tuple[Any, str] | None = None  # the best memory length so far, and its cell
+        self.finished: set[str] = set()
+        self.printed = 0.0
 
     def _trial_row(self, trial, result: dict, status: str, error: str | None) -> dict:
         cfg = trial.config
@@ -398,16 +414,28 @@ class ResultsCallback(Callback):
         key = row["cell"]
         if row.get("memory_length") is not None:
             self.best[key] = max(self.best.get(key, 0), row["memory_length"])
+            if self.top is None or row["memory_length"] > self.top[0]:
+                self.top = (row["memory_length"], key)
+        if row["trial_id"] not in self.finished:
+            self.finished.add(row["trial_id"])
+            self.done += 1
+            if key in self.left:
+                self.left[key] -= 1
+                self.cells_done += self.left[key] == 0
         self.progress()
+
+    PROGRESS_EVERY_S = 5.0      # a study of 100k short trials would otherwise print 100k lines
 
     def progress(self) -> None:
         s = self.searcher
-        done = s.total() - s.remaining()
+        now = time.time()
+        if self.done < s.total() and now - self.printed < self.PROGRESS_EVERY_S:
+            return
+        self.printed = now
         counts = ", ".join(f"{k} {v}" for k, v in sorted(self.counts.items()))
-        best = max(self.best.items(), key=lambda kv: kv[1], default=None)
-        best_s = f" | best L* {best[1]} ({best[0]})" if best else ""
-        print(f"[{self.spec.study}] {time.time() - self.t0:6.0f}s  cells done {s.cells_done()}/{len(s.studies)}, "
-              f"trials finished {done}/{s.total()} "
+        best_s = f" | best L* {self.top[0]} ({self.top[1]})" if self.top else ""
+        print(f"[{self.spec.study}] {now - self.t0:6.0f}s  cells done {self.cells_done}/{len(s.studies)}, "
+              f"trials finished {self.done}/{s.total()} "
               f"({counts}) | running {len(s.live)}{best_s}", flush=True)
 
 
@@ -612,6 +640,25 @@ def check_resources(spec: Spec, joined: bool) -> float:
     return most["memory"]
 
 
+# Tune lets a custom searcher have one trial waiting for resources at a time (its "auto" for
+# TUNE_MAX_PENDING_TRIALS_PG is 1 for anything but its own variant generator), so each trial was
+# created only once the one before it had started: one-second trials ran one after another on a
+# machine with room for several. A user's own setting wins.
+_USER_PENDING = os.environ.get("TUNE_MAX_PENDING_TRIALS_PG")
+
+
+def pending_limit(spec: Spec) -> int:
+    """How many trials may wait for resources at once: as many as the cluster could run at once
+    (its CPUs over the smallest CPU request; GPUs likewise), capped by max_concurrent."""
+    have = ray.cluster_resources()
+    n = 1
+    for arch in {given_values(spec, c)["arch"] for c in cells(spec)}:
+        need = spec.resources.for_arch(arch)
+        fits = [have.get(k, 0.0) / x for k, x in (("CPU", need.cpu), ("GPU", need.gpu)) if x > 0]
+        n = max(n, int(min(fits)) if fits else 1)
+    return min(n, spec.max_concurrent) if spec.max_concurrent else n
+
+
 def run_study(spec: Spec, store: Store, address: str | None = None) -> int:
     """Run (or continue) every trial of the study that has no row in `trials` yet."""
     acquire_driver_lock(store)
@@ -653,6 +700,8 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
                                   grace_period=a.grace_period, reduction_factor=a.reduction_factor)
     callback = ResultsCallback(spec, store, searcher, code_version())
     storage = store.path if store.local else store.uri
+    if _USER_PENDING is None:
+        os.environ["TUNE_MAX_PENDING_TRIALS_PG"] = str(pending_limit(spec))
     tuner = Tuner(
         tune.with_resources(trial_fn, lambda cfg: {"cpu": cfg["cpus"], "gpu": cfg["gpus"],
                                                    "memory": cfg.get("memory", 0)}),

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 
 from study.config import known_params, resolve
+from study.meta import on_meta
+
 
 
 def _key_in(msg: str, values: dict[str, Any]) -> str | None:
@@ -55,7 +57,7 @@ def config_problem(values: dict[str, Any], cache: dict | None = None,
     if mkey not in cache:
         cache[mkey] = None
         try:
-            with torch.device("meta"):
+            with on_meta():
                 build_model(r.arch, r.model, task.io, seq_len, window)
         except ValueError as e:
             msg = str(e).splitlines()[0]
