@@ -1,8 +1,8 @@
 """Benchmark (not a test): the results layer at N trials x 10 evaluations (issue 17).
 
 Writes a study through the driver's own writer path, call by call as the results callback makes
-them (Store.write_report per evaluation; at a trial's end Store.drop_after, Store.write_trial and
-the Compactor), with the rows of analysis/synthetic.py, then times the real commands in fresh
+them (ReportWriter.report per evaluation; at a trial's end ReportWriter.finish, which writes the
+trial's batch, Store.write_trial and the Compactor), with the rows of analysis/synthetic.py, then times the real commands in fresh
 processes. Leaves the study in DIR, prints one JSON line.
 
     .venv/bin/python bench/bench_scale.py --trials 1000 [--dir DIR]
@@ -53,8 +53,9 @@ def rows_of(n: int):
 
 def write(study_dir: Path, n: int) -> tuple[int, float]:
     from analysis.synthetic import ONE_OBJECTIVE, SPEC, trials_per_cell
-    from study.results import Compactor, Store
+    from study.results import Compactor, ReportWriter, Store
     store = Store(str(study_dir))
+    writer = ReportWriter(store, "synthetic")
     # one more slot per cell than the trials written: a resume has trials left to schedule
     store.write_bytes((SPEC % (trials_per_cell(n) + 1, ONE_OBJECTIVE)).encode(), "spec.yaml")
     compactor = Compactor(store)
@@ -62,13 +63,15 @@ def write(study_dir: Path, n: int) -> tuple[int, float]:
     for trial, evals in rows_of(n):
         t0 = time.perf_counter()
         for metrics, curve in evals:             # ResultsCallback.on_trial_result
-            store.write_report("synthetic", trial["trial_id"], metrics, curve)
+            writer.report(trial["trial_id"], metrics, curve)
+            writer.flush_due()
             reports += 1
-        store.drop_after(trial["trial_id"], EVALS)   # ResultsCallback._finish
+        writer.finish(trial["trial_id"])         # ResultsCallback._finish
         store.write_trial(trial)
         compactor.trial_finished()
         busy += time.perf_counter() - t0
     t0 = time.perf_counter()
+    writer.close()
     compactor.close()                             # the end of the run
     busy += time.perf_counter() - t0
     return reports, busy

@@ -40,7 +40,7 @@ from ray.tune.search import Searcher
 import study
 from study.config import Budget, Cell, Dist, Spec, UsageError, cells, flat_params, given_values, resolve, searched
 from study.loggers import callbacks as tracker_callbacks
-from study.results import Compactor, Store, make_trial_id, pid_alive  # noqa: F401 - cli imported them from here
+from study.results import Compactor, ReportWriter, Store, make_trial_id, pid_alive  # noqa: F401 - cli imported them from here
 from study.train import train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -330,6 +330,7 @@ class ResultsCallback(Callback):
         self.best: dict[str, Any] = {}
         self.counts: dict[str, int] = {}
         self.compactor = Compactor(store)
+        self.writer = ReportWriter(store, spec.study)
 
     def _trial_row(self, trial, result: dict, status: str, error: str | None) -> dict:
         cfg = trial.config
@@ -340,10 +341,12 @@ class ResultsCallback(Callback):
                 "status": status, "error": error, "code_version": self.version}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        tid = trial.config["trial_id"]
-        for m, c in result.get("replay", []):
-            self.store.write_report(self.spec.study, tid, m, c)
-        self.store.write_report(self.spec.study, tid, result, result["lag_curve"])
+        # buffered, a batch per trial (ReportWriter: exactly once, and thousands of results/s)
+        self.writer.report(trial.config["trial_id"], result, result["lag_curve"], result.get("replay", []))
+        self.writer.flush_due()
+
+    def on_step_end(self, iteration, trials, **info):
+        self.writer.flush_due()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = dict(trial.last_result or {})
@@ -362,8 +365,7 @@ class ResultsCallback(Callback):
 
     def _finish(self, trial, result: dict, status: str, error: str | None) -> None:
         row = self._trial_row(trial, result, status, error)
-        if result.get("iteration"):    # before the trials row: a finished trial's files never change again
-            self.store.drop_after(row["trial_id"], int(result["iteration"]))
+        self.writer.finish(row["trial_id"])    # before the trials row: a finished trial's files never change again
         self.store.write_trial(row)
         self.compactor.trial_finished()
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -637,6 +639,7 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
     )
     tuner.fit()
     searcher.journal.push(final=True)
+    callback.writer.close()
     callback.compactor.close()
     left = searcher.remaining()
     print(f"[{spec.study}] done in {time.time() - callback.t0:.0f}s; {searcher.total() - left} of "
