@@ -53,11 +53,17 @@ def rows_of(n: int):
 
 def write(study_dir: Path, n: int) -> tuple[int, float]:
     from analysis.synthetic import ONE_OBJECTIVE, SPEC, trials_per_cell
+    from study.config import MAX_TRIALS
     from study.results import Compactor, ReportWriter, Store
     store = Store(str(study_dir))
     writer = ReportWriter(store, "synthetic")
-    # one more slot per cell than the trials written: a resume has trials left to schedule
-    store.write_bytes((SPEC % (trials_per_cell(n) + 1, ONE_OBJECTIVE)).encode(), "spec.yaml")
+    # slots left over for a resume to schedule: one more per cell, unless the rounding up already
+    # leaves some (100,000 trials fill 2,084 slots x 48 but for 32; 2,085 would pass the spec's cap)
+    per_cell = trials_per_cell(n) + (1 if trials_per_cell(n) * 48 == n else 0)
+    if per_cell * 48 > MAX_TRIALS:
+        raise SystemExit(f"--trials {n}: a spec holds at most {MAX_TRIALS} trials (48 per slot); "
+                         f"the largest with slots left is {(MAX_TRIALS // 48 - 1) * 48}")
+    store.write_bytes((SPEC % (per_cell, ONE_OBJECTIVE)).encode(), "spec.yaml")
     compactor = Compactor(store)
     reports, busy = 0, 0.0
     for trial, evals in rows_of(n):
@@ -75,6 +81,34 @@ def write(study_dir: Path, n: int) -> tuple[int, float]:
     compactor.close()                             # the end of the run
     busy += time.perf_counter() - t0
     return reports, busy
+
+
+def write_bulk(study_dir: Path, n: int) -> None:
+    """The same study in the layout the writer path leaves once compacted (segments of
+    COMPACT_BATCH trials each, sorted by trial), written directly: for timing the commands at N
+    where the writer path would take hours on a loaded machine. Not a write-rate measurement."""
+    import io
+    import pyarrow.parquet as pq
+    from analysis.synthetic import ONE_OBJECTIVE, SPEC, _take, curves_columns, metrics_columns, table, trials_columns, trials_per_cell
+    from study.config import MAX_TRIALS
+    from study.results import COMPACT_BATCH, SEGMENT, Store
+    store = Store(str(study_dir))
+    per_cell = trials_per_cell(n) + (1 if trials_per_cell(n) * 48 == n else 0)
+    if per_cell * 48 > MAX_TRIALS:
+        raise SystemExit(f"--trials {n}: a spec holds at most {MAX_TRIALS} trials")
+    store.write_bytes((SPEC % (per_cell, ONE_OBJECTIVE)).encode(), "spec.yaml")
+    t = trials_columns(n)
+    for name, cols in (("trials", t), ("metrics", metrics_columns(t, EVALS)), ("lag_curves", curves_columns(t, EVALS))):
+        cols = _take(cols, np.argsort(cols["trial_id"], kind="stable"))
+        tid = cols["trial_id"]
+        uniq = np.unique(tid)
+        for k in range(0, len(uniq), COMPACT_BATCH):
+            lo = np.searchsorted(tid, uniq[k])
+            hi = np.searchsorted(tid, uniq[min(k + COMPACT_BATCH, len(uniq)) - 1], side="right")
+            buf = io.BytesIO()
+            pq.write_table(table(name, _take(cols, slice(lo, hi))), buf, row_group_size=128_000)
+            seg = store.segment_dir(name)[len(store.path.rstrip("/")) + 1:].split("/")
+            store.write_bytes(buf.getvalue(), *seg, f"{SEGMENT}{time.time_ns():020d}-{k:08d}.parquet")
 
 
 def timed(*args: str) -> tuple[float, float]:
@@ -104,6 +138,8 @@ def main() -> None:
     ap.add_argument("--dir", default=None, help="where the study is left (default: a new temporary folder)")
     ap.add_argument("--reuse", action="store_true",
                     help="time the commands again on the study already in --dir (results_per_s: null)")
+    ap.add_argument("--bulk", action="store_true",
+                    help="write the compacted layout directly, not through the writer path (results_per_s: null)")
     ap.add_argument("--resume-probe", default=None, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.resume_probe:
@@ -113,7 +149,9 @@ def main() -> None:
     if d.exists() and any(d.iterdir()) and not a.reuse:
         raise SystemExit(f"{d}: exists and is not empty")
     load_before = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    reports, busy = write(d, a.trials) if not a.reuse else (0, 0.0)
+    if a.bulk and not a.reuse:
+        write_bulk(d, a.trials)
+    reports, busy = write(d, a.trials) if not (a.reuse or a.bulk) else (0, 0.0)
     files = sum(1 for _ in (d / "parquet").rglob("*.parquet"))
     out = {"trials": a.trials, "files": files, "results_per_s": round(reports / busy, 1) if busy else None}
     st = str(STUDY)

@@ -456,11 +456,26 @@ class Journal:
             data = self._pull()
             Path(self.path).write_bytes(data)
             self.pushed = len(data)
-        self.mend()
+        kept = self.mend()
+        if kept is not None and not store.local:
+            self._cut_remote(kept)
 
-    def mend(self) -> None:
+    def _cut_remote(self, end: int) -> None:
+        """The pulled copy lost a torn record: the remote parts must lose it too, or the next push
+        would append after bytes the local copy no longer has. One chunk [0, end) goes up first,
+        then every piece reaching past `end` is deleted (a crash in between: the next pull takes
+        the longer, torn piece again and this repeats)."""
+        if end:
+            self._put(0, end)
+        for (a, b), name in self._pieces().items():
+            if b > end:
+                self.store.delete(self.DIR, name) if name else self.store.delete("optuna.journal")
+        self.pushed, self.parts = end, []
+
+    def mend(self) -> int | None:
         """Cut a torn last record (a kill mid-write) back to the last complete one. Optuna reads
-        the journal as one JSON record per line and fails on a partial line, on every resume."""
+        the journal as one JSON record per line and fails on a partial line, on every resume.
+        Returns the length kept when it cut, else None."""
         p = Path(self.path)
         if not p.exists():
             return
@@ -480,6 +495,8 @@ class Journal:
             p.write_bytes(data[:keep])
             print(f"warning: {p}: cut a torn record ({len(data) - keep} bytes) from the end; "
                   "its trial will be asked again", file=sys.stderr)
+            return keep
+        return None
 
     def _pieces(self) -> dict[tuple[int, int], str]:
         import pyarrow.fs as pafs
