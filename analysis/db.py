@@ -87,8 +87,9 @@ def register_remote(con: duckdb.DuckDBPyConnection, store: Store) -> None:
     import pyarrow.dataset as ds
     for t in TABLES:
         segs = store.segment_files(t)
-        held = store.segment_ids(t, segs) if segs else set()
-        files = segs + [f for tid, fs in store.loose_files(t).items() if tid not in held for f in fs]
+        loose = store.loose_files(t)
+        held = store.segment_ids(t, segs) if segs and loose else set()    # a compacted table: no read
+        files = segs + [f for tid, fs in loose.items() if tid not in held for f in fs]
         if files:
             con.register(f"{REMOTE_PREFIX}{t}", ds.dataset(files, schema=schema(t), filesystem=store.fs,
                                                            format="parquet"))

@@ -296,8 +296,9 @@ class Store:
         """The whole table, each row once: the segments, then per-trial files of trials no
         segment holds (all in this table's schema; columns a file lacks are null)."""
         segs = self.segment_files(table)
-        held = self.segment_ids(table, segs) if segs else set()
-        loose = [f for tid, fs in self.loose_files(table).items() if tid not in held for f in fs]
+        loose_by_trial = self.loose_files(table)
+        held = self.segment_ids(table, segs) if segs and loose_by_trial else set()   # nothing to skip: no read
+        loose = [f for tid, fs in loose_by_trial.items() if tid not in held for f in fs]
         parts = self._read_many(segs + loose, columns)
         if not parts:
             return None
