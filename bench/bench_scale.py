@@ -114,13 +114,15 @@ def write_bulk(study_dir: Path, n: int) -> None:
 
 
 def timed(*args: str) -> tuple[float, float]:
-    """Wall seconds and peak RSS (GB) of one fresh process."""
+    """Wall seconds and peak RSS (GB) of one fresh process; its CPU seconds (user + system, which
+    a loaded machine inflates far less than wall time) go to timed.cpu."""
     t0 = time.perf_counter()
     p = subprocess.Popen(list(args), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     _, status, usage = os.wait4(p.pid, 0)
     wall = time.perf_counter() - t0
     if os.waitstatus_to_exitcode(status) != 0:
         raise SystemExit(f"{' '.join(args)} failed: {p.stderr.read().decode()[-2000:]}")
+    timed.cpu = usage.ru_utime + usage.ru_stime
     return wall, usage.ru_maxrss * 1024 / 1e9
 
 
@@ -158,12 +160,19 @@ def main() -> None:
     out = {"trials": a.trials, "files": files, "results_per_s": round(reports / busy, 1) if busy else None,
            "results_per_cpu_s": round(reports / write.cpu, 1) if busy else None}
     st = str(STUDY)
+    cpu = {}
     out["sql_count_s"], _ = timed(st, "sql", str(d), "SELECT count(*) FROM metrics")
+    cpu["sql_count"] = timed.cpu
     out["sql_group_s"], _ = timed(st, "sql", str(d), "SELECT arch, status, count(*), avg(memory_length) "
                                   "FROM trials GROUP BY ALL")
+    cpu["sql_group"] = timed.cpu
     out["report_s"], out["report_rss_gb"] = timed(st, "report", str(d))
+    cpu["report"] = timed.cpu
     out["status_s"], _ = timed(st, "status", str(d))
+    cpu["status"] = timed.cpu
     out["resume_start_s"], _ = timed(sys.executable, __file__, "--trials", "0", "--resume-probe", str(d))
+    cpu["resume_start"] = timed.cpu
+    out["cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}
     out = {k: round(v, 3) if isinstance(v, float) else v for k, v in out.items()}
     out.update({"dir": str(d), "load_before": load_before,
                 "load_after": " ".join(f"{x:.2f}" for x in os.getloadavg())})
