@@ -1,10 +1,11 @@
 """The Parquet tables (docs/design.md, "Results"): schema, atomic idempotent writes, compaction.
 
-While a trial runs, every file name is deterministic: `trials/<trial_id>.parquet`,
-`metrics/<trial_id>/<iteration>.parquet`, `lag_curves/<trial_id>/<iteration>.parquet`. Writing a
-row again replaces the same file, so a replayed or recomputed report can never duplicate a row:
-exactly once by construction. Files are written to a hidden temporary name that no reader's glob
-matches, then renamed.
+While a trial runs, its rows are in files of its own: `trials/<trial_id>.parquet`,
+`metrics/<trial_id>/<a>-<b>.parquet`, `lag_curves/<trial_id>/<a>-<b>.parquet` (evaluations a..b,
+a batch of the driver's ReportWriter; `<a>.parquet` for one). A trial that restarts replaces its
+folders with its re-sent history, so a replayed or recomputed report can never duplicate a row:
+exactly once by construction (ReportWriter). Files are written to a hidden temporary name that no
+reader's glob matches, then renamed.
 
 A finished trial never changes again, so finished trials are compacted, a batch at a time, into
 segment files (`trials/segment-*.parquet`, `<table>/segments/segment-*.parquet`) and their
