@@ -243,31 +243,36 @@ def test_batched_reports_equal_one_file_per_report(tmp_path):
         "000001-000005.parquet"]
 
 
-def test_the_writer_batches_only_when_writing_would_take_more_than_its_share():
-    """Pacing: a slow write makes the next batch wait (w * (1/SHARE - 1)); reports arriving
-    slower than that are written one by one, as they come."""
-    import time
-    from study.results import ReportWriter
+def test_the_writer_batches_only_when_writing_would_take_more_than_its_share(monkeypatch):
+    """Pacing: a write that took w makes the next batch wait w * (1/SHARE - 1); reports arriving
+    slower than that are written one by one, as they come. On a clock of the test's own."""
+    import study.results as results
+    clock = [0.0]
+    monkeypatch.setattr(results.time, "monotonic", lambda: clock[0])
+    files = []
 
-    class SlowStore:
-        files: list = []
-        def drop_trial_rows(self, tid): pass
+    class SlowStore:                                     # our Store's two calls, each write taking 20 ms
+        def drop_trial_rows(self, tid):
+            pass
+
         def write_reports(self, study, tid, reports):
-            time.sleep(0.02)
-            self.files.append(len(reports))
-    w = ReportWriter(SlowStore(), "st", share=0.5)      # the next write waits as long as the last took
+            clock[0] += 0.02
+            files.append(len(reports))
+    w = results.ReportWriter(SlowStore(), "st", share=0.5)   # the next write waits as long as the last took
     for it in range(1, 4):
         w.report("a", metrics_row(it), curve(it))
         w.flush_due()
-        time.sleep(0.05)                                # slower than the writer: written as they come
-    assert SlowStore.files == [1, 1, 1]
+        clock[0] += 0.05                                 # slower than the writer: written as they come
+    assert files == [1, 1, 1]
+    clock[0] += 0.05
     for it in range(4, 10):
         w.report("a", metrics_row(it), curve(it))       # a burst: held until 20 ms after the last write
         w.flush_due()
-    assert SlowStore.files == [1, 1, 1, 1] and len(w.pending["a"]) == 5
-    time.sleep(0.03)
+        clock[0] += 0.001
+    assert files == [1, 1, 1, 1] and len(w.pending["a"]) == 5
+    clock[0] += 0.02
     w.flush_due()
-    assert SlowStore.files == [1, 1, 1, 1, 5]
+    assert files == [1, 1, 1, 1, 5]
 
 
 def test_a_restarted_trial_replaces_its_rows_exactly_once(tmp_path):
