@@ -348,7 +348,7 @@ def test_a_torn_remote_journal_is_cut_remotely_too(tmp_path):
     assert [json.loads(line) for line in data.splitlines()] == [{"a": 1}, {"b": 2}, {"d": 4}]
 
 
-def test_the_report_reads_through_an_on_disk_snapshot_and_removes_it(tmp_path):
+def test_the_reports_snapshot_is_memory_capped_and_removed(tmp_path):
     """study report copies the tables into DuckDB with its memory capped and a scratch folder
     inside the study to spill to (a 100k-trial study's lag curves need not fit in RAM): the same
     rows as the uncapped copy, and nothing of it is left afterwards."""
@@ -358,11 +358,11 @@ def test_the_report_reads_through_an_on_disk_snapshot_and_removes_it(tmp_path):
     from study.config import parse_spec
     d = tmp_path / "synthetic"
     write_study(d, 96, 2)
-    disk = snapshot(str(d), scratch=d / ".scratch")
-    limit, temp = disk.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone()
+    capped = snapshot(str(d), scratch=d / ".scratch")
+    limit, temp = capped.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone()
     assert limit == "1.3 GiB" and SNAPSHOT_MEMORY == "1500MB" and temp == str(d / ".scratch" / "tmp")
-    assert everything(disk) == everything(snapshot(str(d)))
-    disk.close()
+    assert everything(capped) == everything(snapshot(str(d)))
+    capped.close()
     before = {p.relative_to(d) for p in d.rglob("*") if "report" not in p.parts}
     write_report(str(d), parse_spec((d / "spec.yaml").read_text()), n_boot=20)
     after = {p.relative_to(d) for p in d.rglob("*") if "report" not in p.parts}
