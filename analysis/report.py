@@ -132,7 +132,9 @@ def _write(store: Store, study_dir: str, spec, out: Path, n_boot: int, seed: int
         timings[stage] = timings.get(stage, 0.0) + now - clock["t"]
         clock["t"] = now
 
-    con = snapshot(study_dir)
+    # the tables' copy lives in out/ (in the study folder for a local study) and goes before the rename
+    scratch = out / ".snapshot"
+    con = snapshot(study_dir, scratch=scratch)
     lap("read")
     sections, csvs = [], []
     for name in query_names():
@@ -206,6 +208,8 @@ def _write(store: Store, study_dir: str, spec, out: Path, n_boot: int, seed: int
     with open(out / "provenance.csv", "w", newline="") as f:
         csv.writer(f).writerows([("field", "value", "trials"), *prov])
     versions_rows = spec_versions(store, con, "spec_version" in described)
+    con.close()
+    shutil.rmtree(scratch, ignore_errors=True)
     lap("tables")
 
     import duckdb

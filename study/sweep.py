@@ -42,7 +42,7 @@ from study.config import Budget, Cell, Dist, Spec, UsageError, cells, flat_param
 from study.grow import load_history
 from study.identity import Wanted, optuna_name, study_cells
 from study.loggers import callbacks as tracker_callbacks
-from study.results import Compactor, Store, make_trial_id, pid_alive  # noqa: F401 - cli imported them from here
+from study.results import Compactor, ReportWriter, Store, make_trial_id, pid_alive  # noqa: F401 - cli imported them from here
 from study.train import train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -374,6 +374,7 @@ class ResultsCallback(Callback):
         self.top: tuple[Any, str] | None = None  # the best memory length so far, and its cell
         self.finished: set[str] = set()
         self.printed = 0.0
+        self.writer = ReportWriter(store, spec.study)
 
     def _trial_row(self, trial, result: dict, status: str, error: str | None) -> dict:
         cfg = trial.config
@@ -384,10 +385,12 @@ class ResultsCallback(Callback):
                 "status": status, "error": error, "code_version": self.version}
 
     def on_trial_result(self, iteration, trials, trial, result, **info):
-        tid = trial.config["trial_id"]
-        for m, c in result.get("replay", []):
-            self.store.write_report(self.spec.study, tid, m, c)
-        self.store.write_report(self.spec.study, tid, result, result["lag_curve"])
+        # buffered, a batch per trial (ReportWriter: exactly once, and thousands of results/s)
+        self.writer.report(trial.config["trial_id"], result, result["lag_curve"], result.get("replay", []))
+        self.writer.flush_due()
+
+    def on_step_end(self, iteration, trials, **info):
+        self.writer.flush_due()
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         result = dict(trial.last_result or {})
@@ -406,8 +409,7 @@ class ResultsCallback(Callback):
 
     def _finish(self, trial, result: dict, status: str, error: str | None) -> None:
         row = self._trial_row(trial, result, status, error)
-        if result.get("iteration"):    # before the trials row: a finished trial's files never change again
-            self.store.drop_after(row["trial_id"], int(result["iteration"]))
+        self.writer.finish(row["trial_id"])    # before the trials row: a finished trial's files never change again
         self.store.write_trial(row)
         self.compactor.trial_finished()
         self.counts[status] = self.counts.get(status, 0) + 1
@@ -510,11 +512,26 @@ class Journal:
             data = self._pull()
             Path(self.path).write_bytes(data)
             self.pushed = len(data)
-        self.mend()
+        kept = self.mend()
+        if kept is not None and not store.local:
+            self._cut_remote(kept)
 
-    def mend(self) -> None:
+    def _cut_remote(self, end: int) -> None:
+        """The pulled copy lost a torn record: the remote parts must lose it too, or the next push
+        would append after bytes the local copy no longer has. One chunk [0, end) goes up first,
+        then every piece reaching past `end` is deleted (a crash in between: the next pull takes
+        the longer, torn piece again and this repeats)."""
+        if end:
+            self._put(0, end)
+        for (a, b), name in self._pieces().items():
+            if b > end:
+                self.store.delete(self.DIR, name) if name else self.store.delete("optuna.journal")
+        self.pushed, self.parts = end, []
+
+    def mend(self) -> int | None:
         """Cut a torn last record (a kill mid-write) back to the last complete one. Optuna reads
-        the journal as one JSON record per line and fails on a partial line, on every resume."""
+        the journal as one JSON record per line and fails on a partial line, on every resume.
+        Returns the length kept when it cut, else None."""
         p = Path(self.path)
         if not p.exists():
             return
@@ -534,6 +551,8 @@ class Journal:
             p.write_bytes(data[:keep])
             print(f"warning: {p}: cut a torn record ({len(data) - keep} bytes) from the end; "
                   "its trial will be asked again", file=sys.stderr)
+            return keep
+        return None
 
     def _pieces(self) -> dict[tuple[int, int], str]:
         import pyarrow.fs as pafs
@@ -714,6 +733,7 @@ def _run(spec: Spec, store: Store, address: str | None) -> int:
     )
     tuner.fit()
     searcher.journal.push(final=True)
+    callback.writer.close()
     callback.compactor.close()
     left = searcher.remaining()
     print(f"[{spec.study}] done in {time.time() - callback.t0:.0f}s; {searcher.total() - left} of "

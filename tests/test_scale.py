@@ -2,6 +2,8 @@
 plain Parquet readers and for resume; an interrupted compaction is repaired; synthetic ids match."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import duckdb
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
@@ -208,3 +210,161 @@ def test_journal_pull_after_a_crash_in_the_middle_of_a_merge(tmp_path):
     assert open(j.path, "rb").read() == data and j.pushed == 24
     assert sorted(p.name for p in (tmp_path / "remote" / Journal.DIR).iterdir()) == [
         f"{0:016d}-{16:016d}", f"{16:016d}-{24:016d}"]
+
+
+def rows_of(path: str, table: str) -> list[tuple]:
+    """The reference: every row of a table as a plain Parquet glob reads it, sorted."""
+    glob = "trials/*.parquet" if table == "trials" else f"{table}/*/*.parquet"
+    cols = "trial_id, iteration, step, train_loss" if table == "metrics" else "trial_id, iteration, step, lag, score"
+    return sorted(duckdb.connect().execute(f"SELECT {cols} FROM read_parquet('{path}/parquet/{glob}')").fetchall())
+
+
+def test_batched_reports_equal_one_file_per_report(tmp_path):
+    """The driver's ReportWriter (a file per trial and batch) writes the same rows as a file per
+    evaluation, fewer files, and holds nothing back once its pacing allows or the trial ends."""
+    from study.results import ReportWriter
+    slow, fast = Store(str(tmp_path / "slow")), Store(str(tmp_path / "fast"))
+    w = ReportWriter(fast, "st")
+    w.next_flush = float("inf")                        # a busy writer: everything waits
+    for i in range(3):
+        tid = f"c000-t{i:03d}-s0"
+        for it in range(1, 6):
+            slow.write_report("st", tid, metrics_row(it, loss=1.0 / (i + it)), curve(it))
+            w.report(tid, metrics_row(it, loss=1.0 / (i + it)), curve(it))
+            w.flush_due()
+        if i < 2:
+            w.finish(tid)
+    assert not (tmp_path / "fast" / "parquet" / "metrics" / "c000-t002-s0").exists()   # pending
+    w.next_flush = 0
+    w.flush_due()
+    for t in ("metrics", "lag_curves"):
+        assert rows_of(slow.path, t) == rows_of(fast.path, t) and len(rows_of(fast.path, t)) == 15 * (1 if t == "metrics" else 3)
+    assert sorted(p.name for p in (tmp_path / "fast" / "parquet" / "metrics" / "c000-t000-s0").iterdir()) == [
+        "000001-000005.parquet"]
+
+
+def test_the_writer_batches_only_when_writing_would_take_more_than_its_share(monkeypatch):
+    """Pacing: a write that took w makes the next batch wait w * (1/SHARE - 1); reports arriving
+    slower than that are written one by one, as they come. On a clock of the test's own."""
+    import study.results as results
+    clock = [0.0]
+    monkeypatch.setattr(results.time, "monotonic", lambda: clock[0])
+    files = []
+
+    class SlowStore:                                     # our Store's two calls, each write taking 20 ms
+        def drop_trial_rows(self, tid):
+            pass
+
+        def write_reports(self, study, tid, reports):
+            clock[0] += 0.02
+            files.append(len(reports))
+    w = results.ReportWriter(SlowStore(), "st", share=0.5)   # the next write waits as long as the last took
+    for it in range(1, 4):
+        w.report("a", metrics_row(it), curve(it))
+        w.flush_due()
+        clock[0] += 0.05                                 # slower than the writer: written as they come
+    assert files == [1, 1, 1]
+    clock[0] += 0.05
+    for it in range(4, 10):
+        w.report("a", metrics_row(it), curve(it))       # a burst: held until 20 ms after the last write
+        w.flush_due()
+        clock[0] += 0.001
+    assert files == [1, 1, 1, 1] and len(w.pending["a"]) == 5
+    clock[0] += 0.02
+    w.flush_due()
+    assert files == [1, 1, 1, 1, 5]
+
+
+def test_a_restarted_trial_replaces_its_rows_exactly_once(tmp_path):
+    """A driver killed with rows on disk and rows held unwritten; the next driver sees the trial
+    continue from its checkpoint (history re-sent as `replay`): every iteration once, none past
+    where the trial now is. Also a trial retried from scratch in the same driver."""
+    from study.results import ReportWriter
+    s = Store(str(tmp_path / "st"))
+    first = ReportWriter(s, "st", share=1.0)          # no pacing: every report written at once
+    for it in (1, 2, 3):
+        first.report("a", metrics_row(it, loss=9.0), curve(it))
+        first.flush_due()                     # on disk: 000001, 000002, 000003
+    first.report("b", metrics_row(1), curve(1))
+    first.flush_due()
+    first.next_flush = float("inf")
+    first.report("a", metrics_row(4, loss=9.0), curve(4))     # held when the driver dies
+    first.flush_due()
+    assert len(rows_of(s.path, "metrics")) == 4
+    del first
+
+    second = ReportWriter(s, "st")
+    second.next_flush = float("inf")
+    replay = [(metrics_row(1), curve(1)), (metrics_row(2), curve(2))]     # the checkpoint was at 2
+    second.report("a", metrics_row(3), curve(3), replay)
+    second.report("a", metrics_row(4), curve(4))
+    second.finish("a")
+    second.report("b", metrics_row(1, loss=0.5), curve(1))              # retried from scratch
+    second.report("b", metrics_row(2, loss=0.5), curve(2))
+    second.report("b", metrics_row(1, loss=0.25), curve(1))             # and again, within this driver
+    second.finish("b")
+    got = rows_of(s.path, "metrics")
+    assert [(t, i) for t, i, _, _ in got] == [("a", 1), ("a", 2), ("a", 3), ("a", 4), ("b", 1)]
+    assert {loss for t, _, _, loss in got if t == "a"} == {1.0} and got[-1][3] == 0.25   # the new run's rows
+    assert len(rows_of(s.path, "lag_curves")) == 5 * 3
+
+
+def test_write_rate_of_the_drivers_writer(tmp_path):
+    """The writer path bench/bench_scale.py measures, small: a trial's 10 reports, arriving at
+    once, cost about its three files (metrics, lag_curves, trials), and the rows land."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "bench"))
+    import bench_scale
+    d = tmp_path / "synthetic"
+    reports, busy = bench_scale.write(d, 48)
+    assert reports == 480 and busy > 0
+    from analysis.synthetic import curves_columns, trials_columns
+    curves = len(curves_columns(trials_columns(48), 10)["trial_id"])
+    assert raw(str(d)) == {"trials": 48, "metrics": 480, "lag_curves": curves}
+    # unbatched: 21 files a trial; batched: 3, or a few more where a pause let one report go alone
+    assert sum(1 for _ in (d / "parquet").rglob("*.parquet")) < 2 * 3 * 48
+
+
+def test_a_torn_remote_journal_is_cut_remotely_too(tmp_path):
+    """A pulled journal whose last record is torn is cut locally; the remote parts must be cut the
+    same way, or the next push appends after bytes the local copy no longer has and every later
+    pull reads a corrupt journal."""
+    import json
+    from study.sweep import Journal
+    fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
+    s = Store("remote", fs=fs)
+    good = b'{"a":1}\n{"b":2}\n'
+    s.write_bytes(good[:8], Journal.DIR, f"{0:016d}-{8:016d}")
+    s.write_bytes(good[8:] + b'{"c":', Journal.DIR, f"{8:016d}-{21:016d}")     # killed mid-record
+    j = Journal(s)
+    assert open(j.path, "rb").read() == good and j.pushed == len(good)
+    with open(j.path, "ab") as f:
+        f.write(b'{"d":4}\n')
+    j.push()
+    again = Journal(Store("remote", fs=fs))           # another machine
+    data = open(again.path, "rb").read()
+    assert data == good + b'{"d":4}\n'
+    assert [json.loads(line) for line in data.splitlines()] == [{"a": 1}, {"b": 2}, {"d": 4}]
+
+
+def test_the_reports_snapshot_is_memory_capped_and_removed(tmp_path):
+    """study report copies the tables into DuckDB with its memory capped and a scratch folder
+    inside the study to spill to (a 100k-trial study's lag curves need not fit in RAM): the same
+    rows as the uncapped copy, and nothing of it is left afterwards."""
+    from analysis.db import SNAPSHOT_MEMORY, snapshot
+    from analysis.report import write_report
+    from analysis.synthetic import write_study
+    from study.config import parse_spec
+    d = tmp_path / "synthetic"
+    write_study(d, 96, 2)
+    capped = snapshot(str(d), scratch=d / ".scratch")
+    limit, temp = capped.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone()
+    assert limit == "1.3 GiB" and SNAPSHOT_MEMORY == "1500MB" and temp == str(d / ".scratch" / "tmp")
+    assert everything(capped) == everything(snapshot(str(d)))
+    capped.close()
+    before = {p.relative_to(d) for p in d.rglob("*") if "report" not in p.parts}
+    write_report(str(d), parse_spec((d / "spec.yaml").read_text()), n_boot=20)
+    after = {p.relative_to(d) for p in d.rglob("*") if "report" not in p.parts}
+    assert after - before <= {Path("study.duckdb")} and not list(d.glob(".report-*"))
+    assert not [p for p in (d / "report").rglob("*") if "snapshot" in p.name or p.name == "tmp"]
