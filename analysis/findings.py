@@ -411,6 +411,7 @@ def figures_of(study_dir: Path, dest: Path) -> list[Path]:
     out = []
     if not src.is_dir():
         return out
+    shutil.rmtree(dest, ignore_errors=True)      # figures of an earlier run are not this run's
     dest.mkdir(parents=True, exist_ok=True)
     for p in sorted(src.rglob("*.png")):
         q = dest / p.name
