@@ -395,25 +395,30 @@ def claim_text_context(con) -> tuple[str, list[tuple[str, str]]]:
     return md, [("an LSTM uses a bounded context, less than it is given", v)]
 
 
-CLAIMS = [
-    ("memory_per_compute_quick", "Memory length per compute", claim_memory),
-    ("cost_vs_seq_len_quick", "Cost versus sequence length", claim_cost),
-    ("truncation_quick", "Truncated backpropagation and stable models", claim_truncation),
-    ("short_vs_long_quick", "Short versus long: bistable cells", claim_short_long),
-    ("multi_state_quick", "A Transformer is a multi-state RNN (TOVA)", claim_multi_state),
-    ("text_context_quick", "Effective context on real text", claim_text_context),
+CLAIMS = [   # (study, title, verdicts, the report's figures that show the claim)
+    ("memory_per_compute_quick", "Memory length per compute", claim_memory,
+     ("success_vs_lag", "lstar_vs_state_size", "memory_vs_compute")),
+    ("cost_vs_seq_len_quick", "Cost versus sequence length", claim_cost, ("cost_vs_seq_len",)),
+    ("truncation_quick", "Truncated backpropagation and stable models", claim_truncation,
+     ("success_vs_lag", "score_heatmap")),
+    ("short_vs_long_quick", "Short versus long: bistable cells", claim_short_long, ("success_vs_lag", "lag_curves")),
+    ("multi_state_quick", "A Transformer is a multi-state RNN (TOVA)", claim_multi_state,
+     ("lag_curves", "lstar_vs_state_size")),
+    ("text_context_quick", "Effective context on real text", claim_text_context, ("lag_curves",)),
 ]
 
 
-def figures_of(study_dir: Path, dest: Path) -> list[Path]:
-    """The report's figures (PNG), copied next to FINDINGS.md's other figures."""
+def figures_of(study_dir: Path, dest: Path, names: tuple[str, ...]) -> list[Path]:
+    """The report's figures of these names (PNG), copied next to FINDINGS.md's other figures."""
     src = study_dir / "report"
     out = []
     if not src.is_dir():
         return out
     shutil.rmtree(dest, ignore_errors=True)      # figures of an earlier run are not this run's
     dest.mkdir(parents=True, exist_ok=True)
-    for p in sorted(src.rglob("*.png")):
+    for p in sorted(src.rglob("*.png"), key=lambda p: names.index(p.stem) if p.stem in names else len(names)):
+        if p.stem not in names:
+            continue
         q = dest / p.name
         shutil.copyfile(p, q)
         out.append(q)
@@ -449,7 +454,7 @@ def build(results: Path, out: Path, figures: Path) -> str:
     summary_at = len(parts)
     runs = run_log(results)
     sections = []
-    for i, (study, title, fn) in enumerate(CLAIMS, 1):
+    for i, (study, title, fn, shown) in enumerate(CLAIMS, 1):
         d = results / study
         if not Store(str(d)).exists("spec.yaml"):
             sections += [f"## {i}. {title} (`{study}`)", "", "*Not run* (no study folder).", ""]
@@ -464,7 +469,7 @@ def build(results: Path, out: Path, figures: Path) -> str:
         wall = runs.get(study)
         wall_s = (f"; `study run` took {wall[0]:,.0f} s of wall time at a load average of "
                   f"{wall[1]:.1f}–{wall[2]:.1f} on {os.cpu_count()} cores" if wall else "")
-        figs = figures_of(d, figures / study)
+        figs = figures_of(d, figures / study, shown)
         vtxt = "; ".join(f"{name}: **{v}**" for name, v in verdicts)
         parts.append(f"| {i}. {title} | `{study}` | {vtxt} | {n} | "
                      f"{fmt(wall[0] / 60 if wall else (span / 60 if span else None), '.1f')} min |")
