@@ -264,6 +264,14 @@ def claim_cost(con) -> tuple[str, list[tuple[str, str]]]:
     md = table(["arch", "window", "per sequence", "exponent α in seq_len", "95% interval (cluster bootstrap)",
                 "trials", "starts converged", "note"], out)
     alpha = {k: {"alpha_lo": f.alpha_lo, "alpha_hi": f.alpha_hi} for k, f in alpha.items()}
+    # the measured times behind each exponent: training seconds per sequence at each length
+    lengths = sorted({p[0] for pts in series.values() for p in pts})
+    raw = []
+    for key, pts in sorted(series.items()):
+        cells = [fmt(median([p[1] for p in pts if p[0] == sl]), ".3g") for sl in lengths]
+        raw.append([key[0], key[1], *cells])
+    md += ("\n\n*Training seconds per sequence (median over seeds), the points of the time fits:*\n\n"
+           + table(["arch", "window", *[f"seq_len {sl}" for sl in lengths]], raw))
     att = alpha.get(("transformer", "full"))
     rec = [alpha.get((a, "full")) for a in ("lstm", "gru", "indrnn", "linear_transformer")]
     if att is None or att.get("alpha_lo") is None or any(r is None or r.get("alpha_hi") is None for r in rec):
