@@ -455,7 +455,7 @@ def build(results: Path, out: Path, figures: Path) -> str:
              "applies the rule written in its spec's first comment before the run: **reproduced**, "
              "**refuted** or **inconclusive at this scale**. Success over seeds is k of n seeds solved "
              "(L* reached the trained lag on its 95% lower bound) with a Wilson 95% interval; L* over "
-             "seeds is its median and range. These are laptop-scale runs (short lags, 600–1,000 steps, "
+             "seeds is its median and range. These are laptop-scale runs (short lags, 600–1,500 steps, "
              "three seeds): a verdict says what this scale shows, and the full-size specs are what "
              "would settle a claim.", "", f"Machine and code: {provenance()}.", "",
              "| claim | study | verdict | trials | run time |", "| --- | --- | --- | --- | --- |"]
