@@ -25,7 +25,8 @@ def group(solved: int, n: int = 3) -> Group:
 
 @pytest.mark.parametrize("win,lose,verdict", [
     (3, 0, "reproduced"), (2, 1, "reproduced"),      # >= 2/3 against <= 1/3
-    (1, 1, "refuted"), (0, 0, "refuted"), (2, 3, "refuted"),   # the loser does at least as well
+    (1, 1, "refuted"), (2, 3, "refuted"),                        # the loser does at least as well
+    (0, 0, "refuted" + findings.TIE_AT_ZERO),                    # said beside the verdict
     (3, 2, "inconclusive"), (1, 0, "inconclusive"),
 ])
 def test_contrast_rule(win, lose, verdict):
@@ -99,6 +100,7 @@ def test_truncation_rules():
                 + seeds(stable_trunc, arch="stable_lstm", contraction=0.9, window=4))
         return [v for _, v in findings.claim_truncation(trials_con(rows))[1]]
     assert verdicts(3, 0, 1, 0) == ["reproduced", "reproduced"]     # lstm drops 1, stable drops 1/3
+    assert verdicts(3, 0, 0, 0)[1].startswith("reproduced (trivially")   # no stable model learnt at all
     assert verdicts(3, 3, 3, 3) == ["refuted", "inconclusive"]      # truncated lstm still solves
     assert verdicts(3, 0, 3, 0) == ["reproduced", "inconclusive"]   # stable drops as much as lstm (not more)
     assert verdicts(2, 1, 3, 0)[1] == "refuted"                     # stable drops more than lstm
