@@ -384,6 +384,10 @@ def claim_multi_state(con) -> tuple[str, list[tuple[str, str]]]:
         v = "inconclusive (no budget-8 trials)"
     elif median(r8) <= 1.05:
         v = "reproduced"
+        full_lstar = median([x[2] for x in by_w.get(None, [])])
+        if full_lstar is not None and full_lstar <= 8:
+            v += (f" (trivially: the full model's own effective context, L* = {full_lstar:g}, fits in the "
+                  f"budget of 8, so eviction removed nothing it used)")
     elif all(r > 1.05 for r in r8):
         v = "refuted"
     else:

@@ -128,7 +128,10 @@ def test_multi_state_rule_is_paired_by_seed():
         rows = [{"arch": "tova", "seed": s, "eval_loss": f} for s, f in enumerate(full)]
         rows += [{"arch": "tova", "seed": s, "window": 8, "eval_loss": x} for s, x in enumerate(losses8)]
         return findings.claim_multi_state(trials_con(rows))[1][0][1]
-    assert verdict([1.04, 2.08, 1.5], [1.0, 2.0, 1.0]) == "reproduced"       # ratios 1.04, 1.04, 1.5
+    assert verdict([1.04, 2.08, 1.5], [1.0, 2.0, 1.0]).startswith("reproduced (trivially")   # ratios 1.04, 1.04, 1.5; full L* 0
+    rows = [{"arch": "tova", "seed": 0, "eval_loss": 1.0, "memory_length": 32},
+            {"arch": "tova", "seed": 0, "window": 8, "eval_loss": 1.01}]
+    assert findings.claim_multi_state(trials_con(rows))[1][0][1] == "reproduced"   # the full model used 32
     assert verdict([1.2, 2.2, 1.1], [1.0, 2.0, 1.0]) == "refuted"
     assert verdict([1.2, 2.0, 1.0], [1.0, 2.0, 0.9]) == "inconclusive"       # 1.2, 1.0, 1.11: median 1.11
 
