@@ -21,7 +21,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from analysis import fit
+from analysis import scaling
 from analysis.db import connect
 from analysis.success import wilson
 from study.results import Store
@@ -236,9 +236,9 @@ TIE_AT_ZERO = " (a tie at zero: neither arch solved a seed, which the rule count
 def claim_memory(con) -> tuple[str, list[tuple[str, str]]]:
     gs = groups(con, ["task", "arch", "lag"])
     md = solved_table(gs, ["task", "arch", "lag"], trajectory(con, ["task", "arch", "lag"]))
-    md += "\n\n*L\* against training compute* (`analysis/fit.py` `memory_scaling_fits`: frontier of " \
+    md += "\n\n*L\* against training compute* (`analysis/scaling.py` `memory_scaling_fits`: frontier of " \
           "configurations, summed Huber loss on log residuals, seeds clustered in the bootstrap, censored " \
-          "L\* as lower bounds):\n\n" + fits_table(fit.memory_scaling_fits(con))
+          "L\* as lower bounds):\n\n" + fits_table(scaling.memory_scaling_fits(con))
     a = contrast(pick(gs, task="adding", arch="indrnn", lag=200), pick(gs, task="adding", arch="lstm", lag=200))
     b = contrast(pick(gs, task="copy", arch="tcn", lag=200), pick(gs, task="copy", arch="lstm", lag=200))
     return md, [("(a) IndRNN learns adding where the LSTM does not", a),
@@ -264,7 +264,7 @@ def claim_cost(con) -> tuple[str, list[tuple[str, str]]]:
         x = np.array([p[0] for p in pts], float)
         for what, j in (("time", 1), ("peak tensor memory", 2)):
             y = np.array([np.nan if p[j] is None else p[j] for p in pts], float)
-            f = fit.scaling_law(x, y, cluster=x.astype(int).astype(str), compare=False)
+            f = scaling.scaling_law(x, y, cluster=x.astype(int).astype(str), compare=False)
             if what == "time":
                 alpha[key] = f
             out.append([key[0], key[1], what, fmt(f.alpha), f"[{fmt(f.alpha_lo)}, {fmt(f.alpha_hi)}]",

@@ -12,7 +12,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from analysis import fit
+from analysis import fit, scaling
 from analysis.db import fmt_value, query_names, question, snapshot
 from analysis.figures import (cost_vs_seq_len, lag_curves, lstar_vs_state, memory_vs_compute, pareto, prediction,
                               score_heatmap, success_vs_lag)
@@ -22,7 +22,7 @@ HTML_ROWS = 50          # rows of each table shown inline; the CSV has all of th
 TRIAL_COLUMNS = ["trial_id", "cell", "arch", "task", "lag", "window", "seq_len", "seed", "d_model", "lr", "params",
                  "train_flops", "wall_s", "peak_mem_bytes", "status", "memory_length", "solved", "final_loss"]
 FIT_COLUMNS = ["task", "arch", "fit", "trials", "n", "n_x", "alpha", "alpha_lo", "alpha_hi", "a", "a_lo", "a_hi",
-               "r2", "note", *fit.DIAGNOSTICS]      # the diagnostics are empty on the cost fits
+               "r2", "note", *scaling.DIAGNOSTICS]      # the diagnostics are empty on the cost fits
 PROVENANCE = ["code_version", "torch_version", "host", "device", "dtype"]
 CSS = """body{font-family:sans-serif;margin:2em;max-width:1200px;color:#222}
 table{border-collapse:collapse;font-size:12px;margin:.5em 0 1.5em}
@@ -148,7 +148,7 @@ def _write(store: Store, study_dir: str, spec, out: Path, n_boot: int, seed: int
         csvs.append(f"{name}.csv")
     lap("queries")
 
-    fits = fit.memory_scaling_fits(con, n_boot, seed)
+    fits = scaling.memory_scaling_fits(con, n_boot, seed)
     costs = fit.cost_fits(con, n_boot, seed)
     fit_rows = [[r.get(c) for c in FIT_COLUMNS] for r in fits + costs]
     with open(out / "fits.csv", "w", newline="") as f:
@@ -228,7 +228,7 @@ def _write(store: Store, study_dir: str, spec, out: Path, n_boot: int, seed: int
 <h2>Trials by status</h2>
 {_table(["status", "trials"], counts, "status")}
 <h2>Scaling-law and cost fits</h2>
-<p>Memory fits: summed Huber loss (δ = {fit.HUBER_DELTA:g}) of log residuals, minimised by L-BFGS from a
+<p>Memory fits: summed Huber loss (δ = {scaling.HUBER_DELTA:g}) of log residuals, minimised by L-BFGS from a
 grid of starts, on each arch's frontier of configurations (every seed a point); censored L* enter as
 lower bounds (a one-sided term). Intervals are 95% percentile cluster bootstrap ({n_boot} resamples,
 seed {seed}): whole configurations with all their seeds are resampled and the frontier recomputed.

@@ -9,7 +9,8 @@ import math
 import numpy as np
 import pytest
 
-from analysis.fit import (_irls_power, backtest, fit_form, objective, power_law, scaling_law)
+from analysis.fit import power_law
+from analysis.scaling import _irls_power, backtest, fit_form, objective, scaling_law
 
 ALPHA, A = 0.4, 3e-3
 
