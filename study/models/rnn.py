@@ -63,8 +63,8 @@ class _Fused(SequenceModel):
         if T <= CHUNK:
             return self.rnn(h, state)           # (B, T, D), state (n_layers, B, D) each
         outs = []
-        for s in range(0, T, CHUNK):
-            out, state = self.rnn(h[:, s:s + CHUNK], state)
+        for part in h.split(CHUNK, dim=1):     # split: a slice per chunk would make the backward
+            out, state = self.rnn(part, state)  # add a zero gradient the size of all of h per chunk
             outs.append(out)
         return torch.cat(outs, 1), state
 

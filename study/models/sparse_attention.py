@@ -128,7 +128,8 @@ def sparse_attention(q, k, v, p: Pattern) -> torch.Tensor:
     ], dim=-1)                                                             # (n, b, keys)
     K = torch.cat([glob(k), rand(k), window(k)], 2)
     V = torch.cat([glob(v), rand(v), window(v)], 2)
-    a = F.scaled_dot_product_attention(q.view(B * H, n, b, Dh), K, V, attn_mask=mask)   # (BH, n, b, Dh)
+    # mask[None]: 4-d, so CPU SDPA takes its flash kernel rather than the math path (transformer.attention)
+    a = F.scaled_dot_product_attention(q.view(B * H, n, b, Dh), K, V, attn_mask=mask[None])   # (BH, n, b, Dh)
     return a.reshape(B, H, n * b, Dh)[:, :, :T]
 
 
