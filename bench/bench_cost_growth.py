@@ -23,7 +23,10 @@ exponent come from that, up to `--profile-to` (1,024: profiling a 16k-step loop 
 longer lengths get no warm-up (their first timed step is one of the runs). A length is skipped when the warm-up projects a step past `--cap` s or a
 peak past `--mem-cap` GiB (the machine is shared).
 
-    .venv/bin/python bench/bench_cost_growth.py --per-token [--runs 3]
+    .venv/bin/python bench/bench_cost_growth.py --per-token [--runs 3] [--isolate]
+
+`--isolate` runs each family in a fresh process of its own, one after another (a trial's worker
+runs one model; in one shared process the families' allocations share one heap).
 """
 from __future__ import annotations
 
@@ -111,6 +114,8 @@ def per_token(args) -> None:
     if args.archs:
         cases = [(a, w) for a, w in cases if (a if w is None else f"{a}@{w}") in args.archs]
     name = lambda a, w: a if w is None else f"{a} (window {w})"
+    if args.isolate:
+        return per_token_isolated(args, cases, name, lens, load0)
 
     def stepper(arch, window, T):
         torch.manual_seed(0)
@@ -172,10 +177,11 @@ def per_token(args) -> None:
                          f"{a_m:.2f}" if a_m is not None else "—"])
             out.append({"arch": arch, "window": window, "us_per_token": us, "mem_per_seq_bytes": mem,
                         "points": {T: info.get((arch, window, T)) for T in lens}, "mem_exponent": a_m})
-        print(table(["arch", "T=256 µs/token", *(f"T={T} / T=256" for T in lens[1:]), "worst",
-                     "MiB per sequence @ T", "mem. exp."], rows))
+        print(table(HEAD(lens), rows))
         print("load:", load0, "->", loadavg())
-        if final:
+        if final and args.rows_out:     # a child of --isolate: its rows go to the parent
+            Path(args.rows_out).write_text(json.dumps({"rows": out, "table": rows}, default=str))
+        elif final:
             write("cost_per_token", {"load_before": load0, "keep_freed_memory": not args.default_malloc, "lens": lens, "batch": B, "d_model": D, "runs": args.runs,
                                      "cap_s": args.cap, "mem_cap_gib": args.mem_cap, "rows": out})
 
@@ -189,6 +195,39 @@ def per_token(args) -> None:
                     info[key]["times"].append(time.process_time() - t)
         print(f"run {r + 1}/{args.runs} done, load {loadavg()}", flush=True)
         report(r == args.runs - 1)      # a table after every run: medians so far
+
+
+HEAD = lambda lens: ["arch", "T=256 µs/token", *(f"T={T} / T=256" for T in lens[1:]), "worst",
+                     "MiB per sequence @ T", "mem. exp."]
+
+
+def per_token_isolated(args, cases, name, lens, load0) -> None:
+    """--isolate: each family in a process of its own, as a trial's worker runs one model at a time
+    (in one process the families' allocations share one heap: a long step of one can leave it
+    fragmented for the next). The families run one after another, so the machine must be quiet."""
+    import tempfile
+
+    from bench.common import loadavg, table, write
+    rows, out = [], []
+    for arch, window in cases:
+        with tempfile.NamedTemporaryFile(suffix=".json") as f:
+            cmd = [sys.executable, __file__, "--per-token", "--archs", arch if window is None else f"{arch}@{window}",
+                   "--runs", str(args.runs), "--cap", str(args.cap), "--mem-cap", str(args.mem_cap),
+                   "--batch", str(args.batch), "--d-model", str(args.d_model), "--profile-to", str(args.profile_to),
+                   "--rows-out", f.name] + (["--default-malloc"] if args.default_malloc else [])
+            r = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+            got = json.loads(Path(f.name).read_text() or "{}") if r.returncode == 0 else {}
+        if not got:
+            print(f"{name(arch, window)}: failed: {r.stderr.strip().splitlines()[-1:]}", flush=True)
+            continue
+        rows += got["table"]
+        out += got["rows"]
+        print(table(HEAD(lens), got["table"]).splitlines()[-1], f"(load {loadavg()})", flush=True)
+    print(table(HEAD(lens), rows))
+    print("load:", load0, "->", loadavg())
+    write("cost_per_token_isolated", {"load_before": load0, "keep_freed_memory": not args.default_malloc,
+                                      "lens": lens, "batch": args.batch, "d_model": args.d_model, "runs": args.runs,
+                                      "cap_s": args.cap, "mem_cap_gib": args.mem_cap, "rows": out})
 
 
 def main() -> None:
@@ -207,6 +246,9 @@ def main() -> None:
                     help="--per-token: glibc as shipped, not study.heap.keep_freed_memory as a trial runs")
     ap.add_argument("--profile-to", type=int, default=1024,
                     help="--per-token: profile (and warm up) lengths up to this; longer ones are timed cold, 3 runs")
+    ap.add_argument("--isolate", action="store_true",
+                    help="--per-token: each family in a fresh process, one after another (per_token_isolated)")
+    ap.add_argument("--rows-out", help=argparse.SUPPRESS)     # --isolate's children write their rows here
     args = ap.parse_args()
     if args.per_token:
         return per_token(args)
