@@ -14,7 +14,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from study.config import cells as grid_cells, parse_spec
+from study.config import cells as grid_cells
+from study.validate import parse_spec
 from study.results import Store, make_trial_id, schema
 
 # arch -> (alpha, a, cost exponent in seq_len)

@@ -123,7 +123,8 @@ def outside(rows: list[dict]) -> list[float]:
 def one_round(n: int, steps: int, every: int, lrs: list[float] | None = None) -> dict:
     """(a) then (b) on the learning rates (a) chose; given `lrs` (an earlier round's), (b) first,
     so that a machine whose load drifts does not always favour the same variant; (c) from (b)."""
-    from study.config import cells, given_values, parse_spec
+    from study.config import cells, given_values
+    from study.validate import parse_spec
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "s.yaml").write_text(SPEC.format(name="s", n=n, steps=steps, every=every))

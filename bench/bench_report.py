@@ -28,7 +28,7 @@ import duckdb
 
 from analysis.report import write_report
 from analysis.synthetic import write_study
-from study.config import parse_spec
+from study.validate import parse_spec
 
 
 def machine() -> str:

@@ -35,7 +35,7 @@ t0 = time.time()
 reports, busy = bench_scale.write(uri, n)
 print(f"wrote {n} trials ({reports} reports) in {time.time()-t0:.0f}s, {reports/busy:.0f}/s; requests {dict(counts)}", flush=True)
 from study.results import Store
-from study.sweep import Journal
+from study.journal import Journal
 store = Store(uri)
 counts.clear(); t0 = time.time()
 print(f"study compact: {store.compact()} requests {dict(counts)}, {time.time()-t0:.1f}s", flush=True)

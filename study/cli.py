@@ -14,7 +14,8 @@ from pathlib import Path
 
 from pyarrow.fs import FileSelector
 
-from study.config import SpecError, UsageError, cells, parse_spec, read_spec_text, spec_fingerprint
+from study.config import SpecError, UsageError, cells, spec_fingerprint
+from study.validate import parse_spec, read_spec_text
 from study.trackers import check as check_trackers
 
 

@@ -16,7 +16,8 @@ import socket
 import time
 from dataclasses import dataclass, field
 
-from study.config import Cell, Spec, UsageError, parse_spec, positional_cells, spec_fingerprint
+from study.config import Cell, Spec, UsageError, positional_cells, spec_fingerprint
+from study.validate import parse_spec
 from study.identity import Wanted, study_cells
 
 INDEX = ("specs", "index.json")

@@ -14,12 +14,9 @@ Optuna trials RUNNING forever. So memscale keeps its own ground truth instead:
 from __future__ import annotations
 
 import io
-import json
 import os
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -42,8 +39,10 @@ import study
 from study.config import Budget, Cell, Dist, Spec, UsageError, cells, flat_params, given_values, resolve, searched
 from study.grow import load_history
 from study.identity import Wanted, optuna_name, study_cells
+from study.journal import Journal
+from study.locks import acquire_driver_lock, claim_machine
 from study.loggers import callbacks as tracker_callbacks
-from study.results import Compactor, ReportWriter, Store, make_trial_id, pid_alive  # noqa: F401 - cli imported them from here
+from study.results import Compactor, ReportWriter, Store
 from study.train import train
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -449,170 +448,6 @@ class ResultsCallback(Callback):
               f"({counts}) | running {len(s.live)}{best_s}", flush=True)
 
 
-def acquire_driver_lock(store: Store) -> None:
-    """At most one driver per study: a second one would write the same files. Taken atomically
-    (exclusive create: of two drivers starting at the same instant exactly one creates the file);
-    a lock left by a dead driver on this host is broken and taken again."""
-    me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode()
-    if not store.local:           # object stores have no exclusive create: read, then write
-        _check_holder(store.read_bytes("driver.json"))
-        store.write_bytes(me, "driver.json")
-        return
-    path = store.join("driver.json")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(3):
-        try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
-            try:
-                raw = Path(path).read_bytes()
-            except FileNotFoundError:
-                continue          # its driver just finished
-            _check_holder(raw)
-            # stale: the holder is dead. Rename it away first, so of two drivers breaking the same
-            # stale lock only one succeeds and the other retries the exclusive create.
-            try:
-                os.rename(path, f"{path}.stale-{os.getpid()}")
-                os.unlink(f"{path}.stale-{os.getpid()}")
-            except FileNotFoundError:
-                pass
-            continue
-        with os.fdopen(fd, "wb") as f:
-            f.write(me)
-        return
-    raise UsageError(f"{path}: could not take the driver lock; is another driver starting?")
-
-
-def _check_holder(raw: bytes | None) -> None:
-    """UsageError when a live driver on this host holds the lock (its driver.json contents)."""
-    if not raw:
-        return
-    try:
-        info = json.loads(raw)
-    except ValueError:
-        return                    # torn by a kill mid-write: its writer is gone
-    if info.get("host") == socket.gethostname() and pid_alive(info.get("pid", -1)):
-        raise UsageError(f"a driver (pid {info['pid']}) is already running this study")
-
-
-class Journal:
-    """The Optuna journal file. JournalFileBackend needs a local file: a local (or NFS) study keeps
-    it in the study folder; a remote one works on a local copy, so a resume from another machine
-    continues the same Optuna studies. The journal only ever grows, so a push uploads just the
-    bytes appended since the last one, as one more part `optuna.journal.d/<start>-<end>`: O(n)
-    bytes over a study instead of the whole file after every tell. Every CHUNK parts (and at the
-    end of a run) are merged into one chunk, so a start-up reads O(n / CHUNK) objects. A pull
-    follows the parts from byte 0, taking the longest piece at each offset; pieces a merge already
-    covers (a crash before it deleted them) are skipped and deleted."""
-
-    DIR = "optuna.journal.d"
-    CHUNK = 1000
-
-    def __init__(self, store: Store):
-        self.store = store
-        self.pushed = 0
-        self.parts: list[tuple[int, int]] = []      # pushed by this driver since its last merge
-        if store.local:
-            self.path = store.join("optuna.journal")
-        else:
-            cache = Path(tempfile.mkdtemp(prefix="memscale-optuna-"))
-            self.path = str(cache / "optuna.journal")
-            data = self._pull()
-            Path(self.path).write_bytes(data)
-            self.pushed = len(data)
-        kept = self.mend()
-        if kept is not None and not store.local:
-            self._cut_remote(kept)
-
-    def _cut_remote(self, end: int) -> None:
-        """The pulled copy lost a torn record: the remote parts must lose it too, or the next push
-        would append after bytes the local copy no longer has. One chunk [0, end) goes up first,
-        then every piece reaching past `end` is deleted (a crash in between: the next pull takes
-        the longer, torn piece again and this repeats)."""
-        if end:
-            self._put(0, end)
-        for (a, b), name in self._pieces().items():
-            if b > end:
-                self.store.delete(self.DIR, name) if name else self.store.delete("optuna.journal")
-        self.pushed, self.parts = end, []
-
-    def mend(self) -> int | None:
-        """Cut a torn last record (a kill mid-write) back to the last complete one. Optuna reads
-        the journal as one JSON record per line and fails on a partial line, on every resume.
-        Returns the length kept when it cut, else None."""
-        p = Path(self.path)
-        if not p.exists():
-            return
-        data = p.read_bytes()
-        keep = len(data)
-        while keep:
-            start = data.rfind(b"\n", 0, keep - 1) + 1
-            line = data[start:keep]
-            try:
-                if line.endswith(b"\n"):
-                    json.loads(line)
-                    break
-            except ValueError:
-                pass
-            keep = start
-        if keep < len(data):
-            p.write_bytes(data[:keep])
-            print(f"warning: {p}: cut a torn record ({len(data) - keep} bytes) from the end; "
-                  "its trial will be asked again", file=sys.stderr)
-            return keep
-        return None
-
-    def _pieces(self) -> dict[tuple[int, int], str]:
-        import pyarrow.fs as pafs
-        out = {}
-        for i in self.store.fs.get_file_info(pafs.FileSelector(self.store.join(self.DIR), allow_not_found=True)):
-            a, _, b = i.base_name.partition("-")
-            if a.isdigit() and b.isdigit():
-                out[(int(a), int(b))] = i.base_name
-        legacy = self.store.fs.get_file_info(self.store.join("optuna.journal"))   # one file, before parts
-        if legacy.type == pafs.FileType.File and legacy.size:
-            out.setdefault((0, legacy.size), "")
-        return out
-
-    def _pull(self) -> bytes:
-        pieces = self._pieces()
-        chunks, pos = [], 0
-        while True:
-            nxt = max((p for p in pieces if p[0] == pos), key=lambda p: p[1], default=None)
-            if nxt is None:
-                break
-            name = pieces.pop(nxt)
-            data = self.store.read_bytes(self.DIR, name) if name else self.store.read_bytes("optuna.journal")
-            if data is None or len(data) != nxt[1] - nxt[0]:
-                break
-            chunks.append(data)
-            pos = nxt[1]
-        for (a, b), name in pieces.items():        # covered by a merged chunk: left by a crash
-            if name and b <= pos:
-                self.store.delete(self.DIR, name)
-        return b"".join(chunks)
-
-    def _put(self, start: int, end: int) -> None:
-        with open(self.path, "rb") as f:
-            f.seek(start)
-            data = f.read(end - start)
-        self.store.write_bytes(data, self.DIR, f"{start:016d}-{end:016d}")
-
-    def push(self, final: bool = False) -> None:
-        if self.store.local:
-            return
-        end = os.path.getsize(self.path)
-        if end > self.pushed:
-            self._put(self.pushed, end)
-            self.parts.append((self.pushed, end))
-            self.pushed = end
-        if len(self.parts) >= self.CHUNK or (final and len(self.parts) > 1):
-            self._put(self.parts[0][0], self.parts[-1][1])     # the merged chunk first, then the parts go
-            for a, b in self.parts:
-                self.store.delete(self.DIR, f"{a:016d}-{b:016d}")
-            self.parts = []
-
-
 def check_storage(store: Store) -> None:
     """Trials on several machines must write to storage every one of them reaches."""
     hosts = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
@@ -620,34 +455,6 @@ def check_storage(store: Store) -> None:
         raise UsageError(f"{store.uri}: a local path on a {len(hosts)}-machine cluster; give --results a "
                          "URI every node reaches (s3://bucket/prefix, gs://..., or file:///path on a "
                          "shared filesystem mounted on every node)")
-
-
-_MACHINE_LOCK = None      # held for the driver's lifetime while it runs its own Ray
-
-
-def claim_machine(store: Store) -> None:
-    """One embedded Ray per machine. Each `study run` without --address starts a Ray that claims
-    every CPU and sizes itself to the machine's memory; two of them overcommit both, and one's
-    memory monitor kills the other's workers. The second driver refuses instead, saying how to
-    share: one Ray, started once, joined by both."""
-    import fcntl
-    global _MACHINE_LOCK
-    path = Path(tempfile.gettempdir()) / f"memscale-ray-{os.getuid()}.lock"
-    f = open(path, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.seek(0)
-        holder = f.read().strip() or "another process"
-        f.close()
-        raise UsageError(f"another memscale driver ({holder}) runs its own Ray on this machine; to run "
-                         f"two studies side by side, start one Ray with `ray start --head` and pass "
-                         f"--address auto to each `study run`/`study resume`") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"pid {os.getpid()}, study {store.uri}")
-    f.flush()
-    _MACHINE_LOCK = f
 
 
 def check_resources(spec: Spec, joined: bool) -> float:

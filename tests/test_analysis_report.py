@@ -15,7 +15,7 @@ import pytest
 from analysis.db import query_names
 from analysis.report import write_report
 from analysis.synthetic import TWO_OBJECTIVES, write_study
-from study.config import parse_spec
+from study.validate import parse_spec
 from study.results import Store
 
 FIGURES = ["memory_vs_compute", "cost_vs_seq_len", "score_heatmap", "lag_curves", "pareto", "lstar_vs_state_size",

@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from study.cli import main
-from study.config import SpecError, cells, given_values, load_spec, parse_spec, resolve
+from study.config import SpecError, cells, given_values, resolve
+from study.validate import load_spec, parse_spec
 from tests.conftest import ROOT, TINY, run_cli
 
 GOOD = TINY.format(name="t")

@@ -17,10 +17,11 @@ import pytest
 
 from study import cost
 from study.calibrate import Calibration, CalibrationError, default_path, load
-from study.config import cells, given_values, parse_spec
+from study.config import cells, given_values
 from study.models import build_model
 from study.registry import IO, MODELS
 from study.train import train
+from study.validate import parse_spec
 from tests.conftest import run_cli
 
 

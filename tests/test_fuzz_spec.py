@@ -15,7 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from study.cli import main
-from study.config import SpecError, parse_spec
+from study.config import SpecError
+from study.validate import parse_spec
 
 BASE = yaml.safe_load("""\
 study: fz

@@ -15,9 +15,10 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import TrialState
 
 from study import grow
-from study.config import Budget, UsageError, cells, parse_spec
+from study.config import Budget, UsageError, cells
 from study.identity import Wanted, optuna_name, parse_trial_id, study_cells, trial_id
 from study.results import Store
+from study.validate import parse_spec
 from tests.conftest import ROOT, run_cli
 from tests.test_resume import crash, start, wait_until
 

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from study.config import parse_spec
+from study.validate import parse_spec
 from study.results import Store
 
 ROOT = Path(__file__).resolve().parents[1]

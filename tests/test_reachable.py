@@ -7,9 +7,10 @@ import pytest
 import ray
 import yaml
 
-from study.config import SpecError, cells, parse_spec
+from study.config import SpecError, cells
 from study.results import Store
 from study.sweep import run_study
+from study.validate import parse_spec
 from tests.conftest import ROOT
 from tests.test_shipped_specs import cut
 

@@ -20,12 +20,15 @@ import ray
 from optuna.storages import JournalStorage
 from optuna.storages.journal import JournalFileBackend
 
-from study import sweep
+from study import locks, sweep
 from study.cli import main
-from study.config import Budget, UsageError, parse_spec
+from study.config import Budget, UsageError
+from study.journal import Journal
+from study.locks import acquire_driver_lock
 from study.results import Store
-from study.sweep import Journal, acquire_driver_lock, run_study
+from study.sweep import run_study
 from study.train import train
+from study.validate import parse_spec
 from tests.conftest import ROOT
 
 SPEC = """\
@@ -193,17 +196,17 @@ def test_the_report_is_written_whole_or_not_at_all(tmp_path, monkeypatch):
 # ---- machine-wide: one embedded Ray per machine ----------------------------------------------
 
 def test_a_second_embedded_ray_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(sweep.tempfile, "gettempdir", lambda: str(tmp_path))
-    monkeypatch.setattr(sweep, "_MACHINE_LOCK", None)
-    sweep.claim_machine(Store(str(tmp_path / "a")))
-    first = sweep._MACHINE_LOCK
+    monkeypatch.setattr(locks.tempfile, "gettempdir", lambda: str(tmp_path))
+    monkeypatch.setattr(locks, "_MACHINE_LOCK", None)
+    locks.claim_machine(Store(str(tmp_path / "a")))
+    first = locks._MACHINE_LOCK
     try:
         with pytest.raises(UsageError, match=r"another memscale driver \(pid \d+, study .*/a\).*--address auto"):
-            sweep.claim_machine(Store(str(tmp_path / "b")))
+            locks.claim_machine(Store(str(tmp_path / "b")))
     finally:
         first.close()
-    sweep.claim_machine(Store(str(tmp_path / "b")))                      # free again once it exits
-    sweep._MACHINE_LOCK.close()
+    locks.claim_machine(Store(str(tmp_path / "b")))                      # free again once it exits
+    locks._MACHINE_LOCK.close()
 
 
 # ---- memory ----------------------------------------------------------------------------------

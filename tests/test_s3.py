@@ -81,7 +81,7 @@ def test_s3_study_killed_resumed_and_reported(tmp_path, s3):
 
     # resume start-up, in-process: the trials table and the Optuna journal, nothing per evaluation
     from study.results import Store
-    from study.sweep import Journal
+    from study.journal import Journal
     s3.clear()
     store = Store(uri)
     rows = store.trial_rows()

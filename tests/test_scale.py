@@ -113,7 +113,8 @@ def test_study_compact_command(tmp_path, capsys):
 def test_synthetic_ids_are_the_projects_and_status_adds_up(tmp_path, capsys):
     from analysis.synthetic import write_study
     from study.cli import main
-    from study.config import cells, parse_spec
+    from study.config import cells
+    from study.validate import parse_spec
     from study.results import make_trial_id
     d = tmp_path / "synthetic"
     t = write_study(d, n_trials=100, iterations=1)
@@ -139,8 +140,9 @@ seeds: [0]
 def test_remote_journal_is_pushed_in_parts_and_resumes_on_another_machine(tmp_path, monkeypatch):
     """Each push uploads only the new bytes; a driver on another machine (a fresh local copy)
     continues every cell's Optuna study where the first one left it."""
-    from study.config import parse_spec
-    from study.sweep import CellSearcher, Journal
+    from study.validate import parse_spec
+    from study.journal import Journal
+    from study.sweep import CellSearcher
     monkeypatch.setattr(Journal, "CHUNK", 3)
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
     store, spec = Store("remote", fs=fs), parse_spec(SPEC)
@@ -200,7 +202,7 @@ def fill_one(s: Store, i: int) -> None:
 def test_journal_pull_after_a_crash_in_the_middle_of_a_merge(tmp_path):
     """The merged chunk was written, the parts it covers were not deleted yet: the pull takes the
     chunk, skips and deletes the parts, and continues with what follows."""
-    from study.sweep import Journal
+    from study.journal import Journal
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
     s = Store("remote", fs=fs)
     data = b'{"a":1}\n{"b":2}\n{"c":3}\n'          # journal records: one JSON object a line
@@ -331,7 +333,7 @@ def test_a_torn_remote_journal_is_cut_remotely_too(tmp_path):
     same way, or the next push appends after bytes the local copy no longer has and every later
     pull reads a corrupt journal."""
     import json
-    from study.sweep import Journal
+    from study.journal import Journal
     fs = pafs.SubTreeFileSystem(str(tmp_path), pafs.LocalFileSystem())
     s = Store("remote", fs=fs)
     good = b'{"a":1}\n{"b":2}\n'
@@ -355,7 +357,7 @@ def test_the_reports_snapshot_is_memory_capped_and_removed(tmp_path):
     from analysis.db import SNAPSHOT_MEMORY, snapshot
     from analysis.report import write_report
     from analysis.synthetic import write_study
-    from study.config import parse_spec
+    from study.validate import parse_spec
     d = tmp_path / "synthetic"
     write_study(d, 96, 2)
     capped = snapshot(str(d), scratch=d / ".scratch")

@@ -7,7 +7,7 @@ import pickle
 
 import pytest
 
-from study.config import parse_spec
+from study.validate import parse_spec
 from study.results import Store
 from study.sweep import CellSearcher
 

@@ -6,9 +6,10 @@ import ray
 import yaml
 import pytest
 
-from study.config import cells, parse_spec
+from study.config import cells
 from study.results import Store
 from study.sweep import run_study
+from study.validate import parse_spec
 from tests.conftest import ROOT
 
 pytestmark = pytest.mark.slow

@@ -4,7 +4,8 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from study.config import cells, load_spec
+from study.config import cells
+from study.validate import load_spec
 from tests.conftest import TINY, run_cli
 
 pytestmark = pytest.mark.slow

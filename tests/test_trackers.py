@@ -44,7 +44,8 @@ def tracked(tmp_path_factory):
 
 def first_trial(study: Path) -> str:
     """The id of the study's one trial: its content-addressed cell (study/identity.py), slot 0, seed 0."""
-    from study.config import cells, load_spec
+    from study.config import cells
+    from study.validate import load_spec
     return f"{cells(load_spec(study / 'spec.yaml'))[0].id}-t000-s0"
 
 

@@ -9,12 +9,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.config import Budget, SpecError, parse_spec
+from study.config import Budget, SpecError
 from study.memory import evaluate, ladder, memory_length, read_curve, score_at
 from study.models import IO, MODELS, build_model
 from study.models import recurrences
 from study.results import schema
 from study.train import train
+from study.validate import parse_spec
 from test_tasks import SMALL, make
 from test_memory import Peek   # a task proxy that remembers its last batch
 
