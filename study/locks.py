@@ -31,7 +31,7 @@ def acquire_driver_lock(store: Store) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     for _ in range(3):
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            _create_whole(path, me)
         except FileExistsError:
             try:
                 raw = Path(path).read_bytes()
@@ -46,10 +46,30 @@ def acquire_driver_lock(store: Store) -> None:
             except FileNotFoundError:
                 pass
             continue
-        with os.fdopen(fd, "wb") as f:
-            f.write(me)
         return
     raise UsageError(f"{path}: could not take the driver lock; is another driver starting?")
+
+
+def _create_whole(path: str, data: bytes) -> None:
+    """Create `path` holding `data`, or FileExistsError, so that no reader ever sees it empty.
+    An exclusive create followed by a write left a moment in which a second driver read an empty
+    lock, took it for a torn one and broke it: two of six drivers racing held the lock at once (the
+    suite's race test, at load). Written to a private file first, then hard-linked into place,
+    which is atomic and fails if the lock exists; a filesystem without hard links falls back to
+    the exclusive create."""
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        raise
+    except OSError:                    # no hard links here (some network filesystems)
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+    finally:
+        os.unlink(tmp)
 
 
 def _check_holder(raw: bytes | None) -> None:
