@@ -61,7 +61,7 @@ class LRU(nn.Module):
     def forward(self, u: torch.Tensor, x0: torch.Tensor | None):
         # Scan SCAN_CHUNK steps at a time, the state carried from chunk to chunk: the scan's work is
         # T log2(chunk), linear in T, where one scan over T is T log2(T) (BENCHMARKS.md, "Cost per
-        # token at long T": this flattened T = 4,096, 1.49x -> 1.21x of T = 256; 16k is still 1.74x).
+        # token at long T": with the split below, 1.17x of T = 256's cost per token at 16k, from 1.89x).
         log_lam, b = self.log_lambda(), self.inputs(u)
         hs = []
         # split, not b[:, c:c + SCAN_CHUNK]: a slice's backward builds a zero gradient the size of
