@@ -20,7 +20,7 @@ from study.results import Store, pid_alive
 
 def acquire_driver_lock(store: Store) -> None:
     """At most one driver per study: a second one would write the same files. Taken atomically
-    (exclusive create: of two drivers starting at the same instant exactly one creates the file);
+    (created whole by a hard link: of two drivers starting at the same instant exactly one creates it);
     a lock left by a dead driver on this host is broken and taken again."""
     me = json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "started": time.time()}).encode()
     if not store.local:           # object stores have no exclusive create: read, then write
