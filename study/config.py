@@ -201,7 +201,7 @@ def short(v: Any, n: int = 60) -> str:
     return text if len(text) <= n else text[:n - 3] + "..."
 
 
-def is_scalar(v: Any) -> bool:
+def _scalar(v: Any) -> bool:
     return v is None or isinstance(v, (bool, int, str)) or (isinstance(v, float) and math.isfinite(v))
 
 
@@ -226,12 +226,7 @@ def parse_dist(where: str, raw: Any) -> Dist:
             raise SpecError(f"{where}.log: a choice has no log scale")
         if not isinstance(choices, list) or not choices:
             raise SpecError(f"{where}.choice: expected a non-empty list")
-        if len(choices) > MAX_CHOICES:
-            raise SpecError(f"{where}.choice: {len(choices)} values (at most {MAX_CHOICES})")
-        bad = next((c for c in choices if not is_scalar(c)), "ok")
-        if bad != "ok":
-            raise SpecError(f"{where}.choice: {short(bad)} is not a single number, string, bool or null")
-        no_duplicates(f"{where}.choice", choices)
+        check_choices(f"{where}.choice", choices)
         return Dist("choice", choices=tuple(choices))
     rng = raw[kind]
     if not (isinstance(rng, list) and len(rng) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in rng)):
@@ -259,7 +254,18 @@ def parse_dist(where: str, raw: Any) -> Dist:
     return Dist(kind, low=low, high=high, log=log, step=step)
 
 
-def no_duplicates(where: str, values: list) -> None:
+def check_choices(where: str, values: list, keys: list | None = None) -> None:
+    """The values a grid axis or a search choice takes: at most MAX_CHOICES, each a scalar,
+    none twice (compared by `keys` when given: normalised forms of the values)."""
+    if len(values) > MAX_CHOICES:
+        raise SpecError(f"{where}: {len(values)} values (at most {MAX_CHOICES})")
+    bad = next((v for v in values if not _scalar(v)), "ok")
+    if bad != "ok":
+        raise SpecError(f"{where}: {short(bad)} is not a single number, string, bool or null")
+    _no_duplicates(where, values if keys is None else keys)
+
+
+def _no_duplicates(where: str, values: list) -> None:
     seen: list = []
     for v in values:
         # 1 and 1.0 and true are one value to Python (and to Optuna): compare by type and value

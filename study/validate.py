@@ -17,8 +17,8 @@ from typing import Any, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from study.config import (MAX_CHOICES, MAX_TRIALS, SPECIAL, Dist, Spec, cells, given_values, is_scalar, known_params,
-                          no_duplicates, norm_window, searched, short, yaml_load)
+from study.config import (MAX_TRIALS, SPECIAL, Dist, Spec, cells, check_choices, given_values, known_params,
+                          norm_window, searched, short, yaml_load)
 from study.errors import SpecError
 from study.registry import MODELS, TASKS
 
@@ -180,13 +180,8 @@ def validate(spec: Spec, path: str, check_values: bool = True) -> None:
     for k, vals in spec.grid.items():
         if not vals:
             raise SpecError(f"{path}: grid.{k}: empty list")
-        if len(vals) > MAX_CHOICES:
-            raise SpecError(f"{path}: grid.{k}: {len(vals)} values (at most {MAX_CHOICES})")
-        bad = next((v for v in vals if not is_scalar(v)), "ok")
-        if bad != "ok":
-            raise SpecError(f"{path}: grid.{k}: {short(bad)} is not a single number, string, bool or null")
         # two equal values would be two cells with one label, sharing one Optuna study
-        no_duplicates(f"{path}: grid.{k}", [norm_window(v) if k == "window" else v for v in vals])
+        check_choices(f"{path}: grid.{k}", vals, [norm_window(v) if k == "window" else v for v in vals])
         n_cells *= len(vals)
     if n_cells > MAX_CELLS:
         raise SpecError(f"{path}: grid: {n_cells} cells (at most {MAX_CELLS}); split the study")
